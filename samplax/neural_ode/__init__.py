@@ -1,0 +1,45 @@
+"""Neural ODEs on diffrax that are cheap to solve: solver-heuristic regularizers (Pal et
+al. 2021, 2023), baselines (STEER, RNODE, TayNODE), NNX models and training."""
+
+from samplax.neural_ode.baselines import kinetic_jacobian_field, steer_times, taylor_field
+from samplax.neural_ode.local import (
+    LocalPenalty,
+    ReservoirSolver,
+    local_penalty,
+    unbiased_time,
+)
+from samplax.neural_ode.methods import (
+    GlobalRegularization,
+    KineticJacobian,
+    LocalRegularization,
+    Method,
+    NoRegularization,
+    Output,
+    Steer,
+    Taylor,
+    integrate,
+)
+from samplax.neural_ode.models import CNF, LatentODE, MLPField, ODEClassifier, field_fn
+from samplax.neural_ode.regularizers import (
+    Penalties,
+    RegularizedSolver,
+    RegularizerState,
+    adaptive_solve,
+    aggregate,
+    error_estimate,
+    penalties,
+    solve,
+    stability_size,
+    stiffness_estimate,
+)
+from samplax.neural_ode.training import History, exponential_weight, train
+
+__all__ = [
+    "CNF", "GlobalRegularization", "History", "KineticJacobian", "LatentODE",
+    "LocalPenalty", "LocalRegularization", "MLPField", "Method", "NoRegularization",
+    "ODEClassifier", "Output", "Penalties", "RegularizedSolver", "RegularizerState",
+    "ReservoirSolver", "Steer", "Taylor", "adaptive_solve", "aggregate", "error_estimate",
+    "exponential_weight", "field_fn", "integrate", "kinetic_jacobian_field",
+    "local_penalty", "penalties", "solve", "stability_size", "steer_times",
+    "stiffness_estimate", "taylor_field", "train", "unbiased_time",
+]
