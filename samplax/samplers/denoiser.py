@@ -1,0 +1,192 @@
+"""`Denoiser`: a network, its schedule and what it predicts, seen as the data, noise or
+velocity prediction a solver asks for.
+
+The network is called as `network(x, network_time, **condition)`. Whatever it predicts
+(noise, data, v, flow velocity or score), every prediction is an affine function of the
+network output at fixed (x, t), so classifier-free guidance can be applied to the raw
+output in one batched call and converted afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from samplax.schedules import Schedule, VPDiscrete
+
+__all__ = ["Denoiser", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
+
+PREDICTIONS = ("noise", "data", "v", "velocity", "score")
+TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
+
+
+def _static(default=dataclasses.MISSING):
+    return dataclasses.field(default=default, metadata={"static": True})
+
+
+def _expand(value, x):
+    """A scalar or per-sample (batch,) coefficient, shaped to broadcast against x."""
+    value = jnp.asarray(value, x.dtype)
+    return value if value.ndim == 0 else value.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Denoiser:
+    """Adapter from a network to the predictions solvers consume.
+
+    Attributes:
+        network: `network(x, network_time, **condition) -> array` shaped like x. A plain
+            function is wrapped in `jax.tree_util.Partial`; pass a `Partial` that binds
+            parameters (`Partial(apply, params)`) to keep them as traced arguments.
+        schedule: the schedule the network was trained with.
+        prediction: what the network outputs: "noise", "data", "v" (alpha noise - sigma
+            data), "velocity" (dx/dt along the schedule) or "score" (grad log p_t).
+        time_input: what the network takes as time: "continuous" (t itself), "discrete"
+            (the training step index of a `VPDiscrete` schedule, t N - 1), "sigma", or
+            "reversed" (1 - t, for flow models trained with t = 0 at the noise end).
+        condition: keyword arguments for the network (class labels, text embeddings).
+        unconditional: the condition that means "no condition", for guidance.
+        guidance_scale: classifier-free guidance weight w: uncond + w (cond - uncond).
+        threshold_ratio: if set, Imagen's dynamic thresholding (Saharia et al. 2022) of
+            the data prediction at this quantile of |x0| (0.995 in the paper).
+        threshold_max: the smallest clipping bound thresholding may use.
+    """
+
+    network: Callable[..., jax.Array]
+    schedule: Schedule
+    prediction: str = _static("noise")
+    time_input: str = _static("continuous")
+    condition: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unconditional: dict[str, Any] | None = None
+    guidance_scale: Any = 1.0
+    threshold_ratio: float | None = _static(None)
+    threshold_max: float = _static(1.0)
+
+    def __post_init__(self):
+        if not callable(self.network):
+            raise TypeError(f"network must be callable, got {type(self.network).__name__}")
+        if not isinstance(self.network, jax.tree_util.Partial):
+            object.__setattr__(self, "network", jax.tree_util.Partial(self.network))
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if self.time_input not in TIME_INPUTS:
+            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
+        if self.time_input == "discrete" and not isinstance(self.schedule, VPDiscrete):
+            raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
+        if self.prediction == "v" and type(self.schedule).__name__ == "RectifiedFlow":
+            raise ValueError("prediction='v' is for diffusion schedules; use 'velocity' for flows")
+        if self.threshold_ratio is not None and not 0.0 < self.threshold_ratio < 1.0:
+            raise ValueError(f"threshold_ratio must lie in (0, 1), got {self.threshold_ratio}")
+        if self.unconditional is not None and set(self.unconditional) != set(self.condition):
+            raise ValueError(
+                "unconditional must have the same keys as condition: "
+                f"{sorted(self.unconditional)} != {sorted(self.condition)}"
+            )
+
+    # -- the raw network, with time mapping and guidance ---------------------------------
+
+    def network_time(self, t):
+        """Map continuous time to what the network was trained to receive."""
+        if self.time_input == "discrete":
+            return self.schedule.to_index(t)
+        if self.time_input == "sigma":
+            return self.schedule.sigma(t)
+        if self.time_input == "reversed":
+            return 1.0 - t
+        return t
+
+    def output(self, x, t):
+        """The network output at (x, t), with classifier-free guidance in one batched call."""
+        batch = x.shape[0]
+        t_batch = jnp.broadcast_to(jnp.asarray(t, x.dtype), (batch,))
+        network_t = self.network_time(t_batch)
+        if self.unconditional is None:
+            return self.network(x, network_t, **self.condition)
+        both = {
+            key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
+            for key, value in self.condition.items()
+        }
+        out = self.network(
+            jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both
+        )
+        unconditional, conditional = out[:batch], out[batch:]
+        return unconditional + self.guidance_scale * (conditional - unconditional)
+
+    # -- conversions -----------------------------------------------------------------------
+
+    def _coefficients(self, x, t):
+        """alpha(t) and sigma(t), shaped to broadcast against x (t scalar or per sample)."""
+        t = jnp.asarray(t)
+        return _expand(self.schedule.alpha(t), x), _expand(self.schedule.sigma(t), x)
+
+    def _derivatives(self, x, t):
+        d_alpha, d_sigma = self.schedule.alpha_sigma_derivatives(jnp.asarray(t, x.dtype))
+        return _expand(d_alpha, x), _expand(d_sigma, x)
+
+    def _data_and_noise(self, x, t):
+        out = self.output(x, t)
+        alpha, sigma = self._coefficients(x, t)
+        if self.prediction == "noise":
+            return (x - sigma * out) / alpha, out
+        if self.prediction == "data":
+            return out, (x - alpha * out) / sigma
+        if self.prediction == "score":
+            noise = -sigma * out
+            return (x - sigma * noise) / alpha, noise
+        if self.prediction == "v":
+            # x = alpha x0 + sigma eps and v = alpha eps - sigma x0, solved for (x0, eps).
+            norm = alpha**2 + sigma**2
+            return (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
+        # velocity: x = alpha x0 + sigma eps and dx/dt = alpha' x0 + sigma' eps.
+        d_alpha, d_sigma = self._derivatives(x, t)
+        determinant = alpha * d_sigma - sigma * d_alpha
+        return (d_sigma * x - sigma * out) / determinant, (alpha * out - d_alpha * x) / determinant
+
+    def _threshold(self, data):
+        if self.threshold_ratio is None:
+            return data
+        flat = jnp.abs(data.reshape(data.shape[0], -1))
+        bound = jnp.maximum(jnp.quantile(flat, self.threshold_ratio, axis=1), self.threshold_max)
+        bound = bound.reshape((-1,) + (1,) * (data.ndim - 1))
+        return jnp.clip(data, -bound, bound) / bound
+
+    def data(self, x, t):
+        """Prediction of the clean sample x0 (thresholded if asked)."""
+        data, _ = self._data_and_noise(x, t)
+        return self._threshold(data)
+
+    def noise(self, x, t):
+        """Prediction of the noise; consistent with the thresholded data prediction."""
+        data, noise = self._data_and_noise(x, t)
+        if self.threshold_ratio is None:
+            return noise
+        alpha, sigma = self._coefficients(x, t)
+        return (x - alpha * self._threshold(data)) / sigma
+
+    def velocity(self, x, t):
+        """dx/dt of the probability-flow ODE along the schedule: alpha' x0 + sigma' noise."""
+        if self.prediction == "velocity" and self.threshold_ratio is None:
+            return self.output(x, t)
+        data = self.data(x, t)
+        alpha, sigma = self._coefficients(x, t)
+        noise = (x - alpha * data) / sigma
+        d_alpha, d_sigma = self._derivatives(x, t)
+        return d_alpha * data + d_sigma * noise
+
+    def predict(self, kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+        """The callable `predict(x, t)` a solver asks for: kind is "data", "noise" or "velocity"."""
+        if kind not in ("data", "noise", "velocity"):
+            raise ValueError(f"solvers ask for 'data', 'noise' or 'velocity', got {kind!r}")
+        return getattr(self, kind)
+
+
+def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:
+    """Classifier-free guidance (Ho & Salimans 2022): the guided model predicts
+    uncond + scale (cond - uncond), evaluated as one batched network call."""
+    return dataclasses.replace(
+        model, condition=dict(condition), unconditional=dict(unconditional), guidance_scale=scale
+    )

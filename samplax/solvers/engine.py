@@ -1,0 +1,125 @@
+"""The one scan engine every fixed-grid solver runs through.
+
+A solver is compiled, before the loop, into a `Plan`: one row of coefficients per model
+evaluation (stage). Stage k evaluates the model at
+
+    z_k = input_state[k] * x + sum_j input_history[k, j] * history[j]
+
+at time `times[k]`, pushes the prediction onto the history (history[0] is the newest),
+then updates the state
+
+    x <- update_state[k] * x + sum_j update_history[k, j] * history[j].
+
+After the last stage the result is `output_state * x + sum_j output_history[j] * history[j]`.
+Multistep methods (DPM-Solver++ 2M, DEIS, iPNDM), Runge-Kutta methods (singlestep
+DPM-Solver, Heun, RK4) and predictor-corrector methods (UniPC, whose corrected state is
+the `x` and whose predicted state is the `z`) are all such plans, so the loop body is the
+same few fused array operations for every solver, and `jax.lax.scan` keeps compile time
+independent of the number of steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Plan", "run_plan", "PlanBuilder"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Coefficients of a fixed-grid solve: S stages, a history of H predictions."""
+
+    times: jax.Array  # (S,)
+    input_state: jax.Array  # (S,)
+    input_history: jax.Array  # (S, H)
+    update_state: jax.Array  # (S,)
+    update_history: jax.Array  # (S, H)
+    output_state: jax.Array  # ()
+    output_history: jax.Array  # (H,)
+
+    @property
+    def num_evaluations(self) -> int:
+        return self.times.shape[0]
+
+
+def _combine(scale, weights, state, history):
+    """scale * state + sum_j weights[j] * history[j], in the state's dtype."""
+    dtype = state.dtype
+    return scale.astype(dtype) * state + jnp.tensordot(weights.astype(dtype), history, axes=1)
+
+
+def run_plan(
+    plan: Plan,
+    predict: Callable[[jax.Array, jax.Array], jax.Array],
+    x: jax.Array,
+    return_trajectory: bool = False,
+):
+    """Run a plan from state x. Returns (result, trajectory), where the trajectory (the
+    state after every stage, shape (S, *x.shape)) is None unless asked for."""
+    history = jnp.zeros((plan.input_history.shape[1],) + x.shape, x.dtype)
+
+    def stage(carry, row):
+        state, history = carry
+        time, input_state, input_history, update_state, update_history = row
+        point = _combine(input_state, input_history, state, history)
+        prediction = predict(point, time).astype(state.dtype)
+        history = jnp.concatenate([prediction[None], history[:-1]])
+        state = _combine(update_state, update_history, state, history)
+        return (state, history), (state if return_trajectory else None)
+
+    rows = (plan.times, plan.input_state, plan.input_history, plan.update_state, plan.update_history)
+    (state, history), trajectory = jax.lax.scan(stage, (x, history), rows)
+    return _combine(plan.output_state, plan.output_history, state, history), trajectory
+
+
+class PlanBuilder:
+    """Assembles a Plan from rows set in groups. Every stage starts as 'evaluate at the
+    state, keep the state'; solvers overwrite the rows that differ, with static index
+    arrays so that the number of operations does not depend on the number of steps."""
+
+    def __init__(self, times: jax.Array, history_size: int):
+        stages = times.shape[0]
+        dtype = times.dtype
+        self.times = times
+        self.input_state = jnp.ones((stages,), dtype)
+        self.input_history = jnp.zeros((stages, history_size), dtype)
+        self.update_state = jnp.ones((stages,), dtype)
+        self.update_history = jnp.zeros((stages, history_size), dtype)
+
+    @staticmethod
+    def _pad(weights, width):
+        weights = jnp.atleast_2d(weights)
+        return jnp.pad(weights, ((0, 0), (0, width - weights.shape[1])))
+
+    def set_input(self, stages: np.ndarray, state, history):
+        """Stages (static indices) evaluate at state * x + history . predictions."""
+        width = self.input_history.shape[1]
+        self.input_state = self.input_state.at[stages].set(state)
+        self.input_history = self.input_history.at[stages].set(self._pad(history, width))
+
+    def set_update(self, stages: np.ndarray, state, history):
+        """After evaluating, stages (static indices) set x to state * x + history . predictions."""
+        width = self.update_history.shape[1]
+        self.update_state = self.update_state.at[stages].set(state)
+        self.update_history = self.update_history.at[stages].set(self._pad(history, width))
+
+    def build(self, output_state=1.0, output_history=None) -> Plan:
+        width = self.update_history.shape[1]
+        dtype = self.times.dtype
+        if output_history is None:
+            output_history = jnp.zeros((width,), dtype)
+        return Plan(
+            times=self.times,
+            input_state=self.input_state,
+            input_history=self.input_history,
+            update_state=self.update_state,
+            update_history=self.update_history,
+            output_state=jnp.asarray(output_state, dtype),
+            output_history=jnp.pad(jnp.asarray(output_history, dtype), (0, width - len(output_history))),
+        )

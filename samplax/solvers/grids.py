@@ -1,0 +1,77 @@
+"""Time grids: where a fixed-step solver evaluates the model, from t_start (noise) to t_end.
+
+Each grid is computed in `jax.numpy` from traced end points, so a grid can be jitted and
+differentiated. The kinds follow the literature: uniform in t and quadratic in t (DDIM,
+DPM-Solver), uniform in lambda (DPM-Solver's "logSNR"), Karras et al. (2022)'s rho-spacing
+of sigma / alpha, and the resolution-dependent shift of SD3 for flows.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.schedules import Schedule
+
+__all__ = ["GRIDS", "time_grid", "check_grid"]
+
+GRIDS = ("uniform", "logsnr", "quadratic", "karras")
+
+
+def time_grid(
+    schedule: Schedule,
+    steps: int,
+    kind: str = "logsnr",
+    t_start=None,
+    t_end=None,
+    rho: float = 7.0,
+) -> jax.Array:
+    """A decreasing grid of steps + 1 times from t_start (default t_max) to t_end (default
+    t_min), both included.
+
+    Args:
+        kind: "uniform" (in t), "logsnr" (uniform in lambda), "quadratic" (uniform in
+            sqrt(t)), or "karras" (uniform in (sigma / alpha)^(1 / rho)).
+        rho: the exponent of the Karras grid (7 in the EDM paper).
+    """
+    if not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if kind not in GRIDS:
+        raise ValueError(f"unknown grid {kind!r}; choose one of {GRIDS} or pass an array of times")
+    t_start = schedule.t_max if t_start is None else t_start
+    t_end = schedule.t_min if t_end is None else t_end
+    schedule.check_times(t_start, t_end)
+    dtype = jnp.result_type(float)
+    t_start, t_end = jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
+    fraction = jnp.linspace(0.0, 1.0, steps + 1, dtype=dtype)
+    if kind == "uniform":
+        times = t_start + fraction * (t_end - t_start)
+    elif kind == "quadratic":
+        times = (jnp.sqrt(t_start) + fraction * (jnp.sqrt(t_end) - jnp.sqrt(t_start))) ** 2
+    else:
+        lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
+        if kind == "logsnr":
+            lambdas = lambda_start + fraction * (lambda_end - lambda_start)
+        else:  # karras: rho-spacing of the VE noise level sigma / alpha = exp(-lambda)
+            start, end = jnp.exp(-lambda_start / rho), jnp.exp(-lambda_end / rho)
+            lambdas = -rho * jnp.log(start + fraction * (end - start))
+        times = schedule.inverse_lambda(lambdas)
+    # Pin the end points exactly: inverse_lambda may round them.
+    return times.at[0].set(t_start).at[-1].set(t_end)
+
+
+def check_grid(schedule: Schedule, times) -> None:
+    """Raise a ValueError if a concrete grid is not a strictly monotone 1-D array of at
+    least two finite times inside the schedule's range. Traced grids are not checked."""
+    if isinstance(times, jax.core.Tracer):
+        return
+    times = np.asarray(times)
+    if times.ndim != 1 or times.shape[0] < 2:
+        raise ValueError(f"a time grid must be a 1-D array of at least 2 times, got shape {times.shape}")
+    if not np.all(np.isfinite(times)):
+        raise ValueError("the time grid contains non-finite values")
+    steps = np.diff(times)
+    if not (np.all(steps < 0) or np.all(steps > 0)):
+        raise ValueError("the time grid must be strictly decreasing (sampling) or increasing (inversion)")
+    schedule.check_times(times.min(), times.max())
