@@ -47,7 +47,8 @@ class Denoiser:
             data), "velocity" (dx/dt along the schedule) or "score" (grad log p_t).
         time_input: what the network takes as time: "continuous" (t itself), "discrete"
             (the training step index of a `VPDiscrete` schedule, t N - 1), "sigma", or
-            "reversed" (1 - t, for flow models trained with t = 0 at the noise end).
+            "reversed" (1 - t, for flow models trained with t = 0 at the noise end; their
+            velocity, dx/d(1 - t), is negated into dx/dt).
         condition: keyword arguments for the network (class labels, text embeddings).
         unconditional: the condition that means "no condition", for guidance.
         guidance_scale: classifier-free guidance weight w: uncond + w (cond - uncond).
@@ -100,7 +101,12 @@ class Denoiser:
         return t
 
     def output(self, x, t):
-        """The network output at (x, t), with classifier-free guidance in one batched call."""
+        """The network output at (x, t), with classifier-free guidance in one batched call.
+        A velocity in reversed time (dx/d(1 - t)) is negated into dx/dt."""
+        sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
+        return sign * self._guided_output(x, t)
+
+    def _guided_output(self, x, t):
         batch = x.shape[0]
         t_batch = jnp.broadcast_to(jnp.asarray(t, x.dtype), (batch,))
         network_t = self.network_time(t_batch)

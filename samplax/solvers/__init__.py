@@ -4,14 +4,19 @@ only a `predict(x, t)` callable, a schedule and a time grid."""
 from samplax.solvers.base import AdaptiveSolver, FixedGridSolver, get, names, register
 from samplax.solvers.dpm_solver import DPMSolver
 from samplax.solvers.engine import Plan, run_plan
+from samplax.solvers.flow import FireFlow, FlowAdaptive, RFSolver, RungeKutta
 from samplax.solvers.grids import GRIDS, time_grid
 
 __all__ = [
     "AdaptiveSolver",
     "DPMSolver",
+    "FireFlow",
     "FixedGridSolver",
+    "FlowAdaptive",
     "GRIDS",
     "Plan",
+    "RFSolver",
+    "RungeKutta",
     "get",
     "names",
     "register",

@@ -16,7 +16,7 @@ from samplax.schedules import Schedule
 
 __all__ = ["GRIDS", "time_grid", "check_grid"]
 
-GRIDS = ("uniform", "logsnr", "quadratic", "karras")
+GRIDS = ("uniform", "logsnr", "quadratic", "karras", "shifted")
 
 
 def time_grid(
@@ -26,6 +26,7 @@ def time_grid(
     t_start=None,
     t_end=None,
     rho: float = 7.0,
+    shift: float = 3.0,
 ) -> jax.Array:
     """A decreasing grid of steps + 1 times from t_start (default t_max) to t_end (default
     t_min), both included.
@@ -34,6 +35,8 @@ def time_grid(
         kind: "uniform" (in t), "logsnr" (uniform in lambda), "quadratic" (uniform in
             sqrt(t)), or "karras" (uniform in (sigma / alpha)^(1 / rho)).
         rho: the exponent of the Karras grid (7 in the EDM paper).
+        shift: the factor s of the "shifted" grid: uniform in u, then t = s u / (1 + (s - 1) u),
+            the time shift of SD3 (Esser et al. 2024) and FLUX for flows (3 in SD3).
     """
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
@@ -47,6 +50,13 @@ def time_grid(
     fraction = jnp.linspace(0.0, 1.0, steps + 1, dtype=dtype)
     if kind == "uniform":
         times = t_start + fraction * (t_end - t_start)
+    elif kind == "shifted":
+        if not shift > 0:
+            raise ValueError(f"shift must be positive, got {shift!r}")
+        # Uniform in u, where t = s u / (1 + (s - 1) u); the inverse is u = t / (s - (s - 1) t).
+        u_start, u_end = (t / (shift - (shift - 1.0) * t) for t in (t_start, t_end))
+        u = u_start + fraction * (u_end - u_start)
+        times = shift * u / (1.0 + (shift - 1.0) * u)
     elif kind == "quadratic":
         times = (jnp.sqrt(t_start) + fraction * (jnp.sqrt(t_end) - jnp.sqrt(t_start))) ** 2
     else:
