@@ -21,7 +21,13 @@ from samplax.solvers.base import FixedGridSolver, register
 from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.exponential import linear_part, psi
 
-__all__ = ["DPMSolver", "multistep_orders", "singlestep_orders", "append_denoising_stage"]
+__all__ = [
+    "DPMSolver",
+    "append_denoising_stage",
+    "multistep_orders",
+    "singlestep_coefficients",
+    "singlestep_orders",
+]
 
 METHODS = ("multistep", "singlestep")
 VARIANTS = ("dpmsolver", "taylor")
@@ -148,49 +154,62 @@ class DPMSolver(FixedGridSolver):
         steps = times.shape[0] - 1
         orders = singlestep_orders(self.order, steps)
         starts = np.concatenate([[0], np.cumsum(orders)[:-1]])
-        lambdas = schedule.lambda_(times)
         for order in (1, 2, 3):
             start = starts[orders == order]
             if start.size == 0:
                 continue
-            s, t = times[start], times[start + order]
-            scale, multiplier, hh = linear_part(schedule, s, t, self.prediction)
-            psi_1 = psi(1, hh)
-            if order == 1:
-                builder.set_update(start, scale, -multiplier[:, None] * psi_1[:, None])
-                continue
-            h = lambdas[start + order] - lambdas[start]
-            ratio_1 = (lambdas[start + 1] - lambdas[start]) / h
-            s1 = times[start + 1]
-            scale_1, multiplier_1, hh_1 = linear_part(schedule, s, s1, self.prediction)
-            builder.set_input(start + 1, scale_1, (-multiplier_1 * psi(1, hh_1))[:, None])
-            if order == 2:
-                weight = 0.5 * psi_1 / ratio_1 if self.variant == "dpmsolver" else psi(2, hh) / ratio_1
-                history = jnp.stack([weight, psi_1 - weight], axis=1)  # on (m_s1, m_s)
-                builder.set_update(start + 1, scale, -multiplier[:, None] * history)
-                continue
-            ratio_2 = (lambdas[start + 2] - lambdas[start]) / h
-            s2 = times[start + 2]
-            scale_2, multiplier_2, hh_2 = linear_part(schedule, s, s2, self.prediction)
-            cross = ratio_2 / ratio_1 * psi(2, hh_2)
-            input_history = jnp.stack([cross, psi(1, hh_2) - cross], axis=1)  # on (m_s1, m_s)
-            builder.set_input(start + 2, scale_2, -multiplier_2[:, None] * input_history)
-            zero = jnp.zeros_like(hh)
-            if self.variant == "dpmsolver":
-                weight = psi(2, hh) / ratio_2
-                history = jnp.stack([weight, zero, psi_1 - weight], axis=1)  # on (m_s2, m_s1, m_s)
-            else:
-                first_0 = jnp.stack([zero, 1 / ratio_1, -1 / ratio_1], axis=1)
-                first_1 = jnp.stack([1 / ratio_2, zero, -1 / ratio_2], axis=1)
-                gap = (ratio_2 - ratio_1)[:, None]
-                first = (ratio_2[:, None] * first_0 - ratio_1[:, None] * first_1) / gap
-                second = 2.0 * (first_1 - first_0) / gap
-                history = (
-                    jnp.stack([zero, zero, psi_1], axis=1)
-                    + psi(2, hh)[:, None] * first
-                    + psi(3, hh)[:, None] * second
-                )
-            builder.set_update(start + 2, scale, -multiplier[:, None] * history)
+            stage_times = [times[start + k] for k in range(order)]
+            inputs, update = singlestep_coefficients(
+                schedule, self.prediction, self.variant, stage_times, times[start + order]
+            )
+            for offset, (state, history) in enumerate(inputs, start=1):
+                builder.set_input(start + offset, state, history)
+            builder.set_update(start + order - 1, *update)
+
+
+def singlestep_coefficients(schedule, prediction, variant, stage_times, t):
+    """Coefficients of one singlestep DPM-Solver step of order len(stage_times) from
+    s = stage_times[0] to t, with intermediate times stage_times[1:] (any array shape).
+
+    Returns (inputs, update): inputs[k] = (state, history) of the evaluation point of stage
+    k + 1 and update = (state, history) of the step's result; history coefficients have a
+    trailing axis over the predictions made so far, newest first."""
+    order = len(stage_times)
+    s = stage_times[0]
+    scale, multiplier, hh = linear_part(schedule, s, t, prediction)
+    psi_1 = psi(1, hh)
+    if order == 1:
+        return [], (scale, -(multiplier * psi_1)[..., None])
+    lambda_s = schedule.lambda_(s)
+    h = schedule.lambda_(t) - lambda_s
+    ratio_1 = (schedule.lambda_(stage_times[1]) - lambda_s) / h
+    scale_1, multiplier_1, hh_1 = linear_part(schedule, s, stage_times[1], prediction)
+    inputs = [(scale_1, -(multiplier_1 * psi(1, hh_1))[..., None])]
+    if order == 2:
+        weight = 0.5 * psi_1 / ratio_1 if variant == "dpmsolver" else psi(2, hh) / ratio_1
+        history = jnp.stack([weight, psi_1 - weight], axis=-1)  # on (m_s1, m_s)
+        return inputs, (scale, -multiplier[..., None] * history)
+    ratio_2 = (schedule.lambda_(stage_times[2]) - lambda_s) / h
+    scale_2, multiplier_2, hh_2 = linear_part(schedule, s, stage_times[2], prediction)
+    cross = ratio_2 / ratio_1 * psi(2, hh_2)
+    input_history = jnp.stack([cross, psi(1, hh_2) - cross], axis=-1)  # on (m_s1, m_s)
+    inputs.append((scale_2, -multiplier_2[..., None] * input_history))
+    zero = jnp.zeros_like(hh)
+    if variant == "dpmsolver":
+        weight = psi(2, hh) / ratio_2
+        history = jnp.stack([weight, zero, psi_1 - weight], axis=-1)  # on (m_s2, m_s1, m_s)
+    else:
+        first_0 = jnp.stack([zero, 1 / ratio_1, -1 / ratio_1], axis=-1)
+        first_1 = jnp.stack([1 / ratio_2, zero, -1 / ratio_2], axis=-1)
+        gap = (ratio_2 - ratio_1)[..., None]
+        first = (ratio_2[..., None] * first_0 - ratio_1[..., None] * first_1) / gap
+        second = 2.0 * (first_1 - first_0) / gap
+        history = (
+            jnp.stack([zero, zero, psi_1], axis=-1)
+            + psi(2, hh)[..., None] * first
+            + psi(3, hh)[..., None] * second
+        )
+    return inputs, (scale, -multiplier[..., None] * history)
 
 
 def _register_all():

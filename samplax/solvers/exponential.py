@@ -32,9 +32,9 @@ def psi(order: int, hh):
     safe = jnp.where(small, 1.0, hh)
     closed = jnp.expm1(safe)
     for k in range(1, order):
-        closed = closed / safe - 1.0 / math.factorial(k)
+        closed = closed / safe - 1.0 / float(math.factorial(k))
     series_h = jnp.where(small, hh, 0.0)
-    series = sum(series_h**n / math.factorial(n + order - 1) for n in range(_SERIES_TERMS, 0, -1))
+    series = sum(series_h**n / float(math.factorial(n + order - 1)) for n in range(_SERIES_TERMS, 0, -1))
     return jnp.where(small, series, closed)
 
 

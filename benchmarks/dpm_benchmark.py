@@ -1,0 +1,360 @@
+"""Error versus NFE of every diffusion solver on the sharp Gaussian-mixture problem, side by
+side with peer implementations, plus sampler overhead and compile time.
+
+    python benchmarks/dpm_benchmark.py                       # samplax only
+    python benchmarks/dpm_benchmark.py --peers               # + diffusers, k-diffusion, DPM-Solver
+    python benchmarks/dpm_benchmark.py --timing              # overhead and compile time
+
+The peers run in a separate Python environment (see benchmarks/peers/README.md), given by
+--peer-python; the official DPM-Solver file is given by --dpm-solver-path. Results go to
+benchmarks/results/dpm_benchmark.json and a markdown table to
+benchmarks/results/dpm_benchmark.md.
+
+Every configuration is scored against the exact ODE solution at its own end point: sigma = 0
+for runs that finish with a denoising step (all of ours, diffusers' DPM-Solver++ and
+k-diffusion), or the last noise level where a peer stops there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import samplax as sx  # noqa: E402
+from problems import NFES, diffusion_problem, rms_error  # noqa: E402
+
+T_END = 1e-3  # the schedule's smallest time, sigma ~ 0.01, followed by the denoising step
+GRID_KINDS = ("logsnr", "karras", "uniform", "quadratic")
+# Peer configurations that use the same algorithm on the same grid as one of ours: the
+# diffusers DPM-Solver++ multistep runs on integer timesteps (linspace / trailing spacing).
+AGREEMENT_CONFIGS = {
+    "diffusers_dpmpp_2m_linspace": 2,
+    "diffusers_dpmpp_2m_trailing": 2,
+    "diffusers_dpmpp_3m_linspace": 3,
+    "diffusers_dpmpp_3m_trailing": 3,
+}
+OFFICIAL_AGREEMENT_CONFIGS = {
+    "dpmsolver_multistep_o2_time_uniform": 2,
+    "dpmsolver_multistep_o3_time_uniform": 3,
+    "dpmsolver_multistep_o2_logSNR": 2,
+    "dpmsolver_multistep_o3_logSNR": 3,
+    "dpmsolver_multistep_o2_logSNR_denoise": 2,
+    "dpmsolver_multistep_o3_logSNR_denoise": 3,
+}
+
+
+def diffusion_solvers():
+    """Every registered fixed-grid solver that integrates a data or noise prediction,
+    with both lower_order_final settings where the solver has that option."""
+    configurations = {}
+    for name in sx.solvers.names():
+        solver = sx.solvers.get(name)
+        if solver.adaptive or solver.prediction not in ("data", "noise"):
+            continue
+        configurations[name] = solver
+        if getattr(solver, "lower_order_final", False) and getattr(solver, "method", "multistep") == "multistep":
+            configurations[name + " (no lower-order final)"] = _replace(solver, lower_order_final=False)
+    return configurations
+
+
+def _replace(solver, **changes):
+    return dataclasses.replace(solver, **changes)
+
+
+def samplax_errors(model, noise, reference):
+    """{configuration: {grid: {nfe: error}}} for every solver, grid and NFE (steps = NFE - 1
+    plus the denoising step)."""
+    results = {}
+    for name, solver in diffusion_solvers().items():
+        results[name] = {}
+        for kind in GRID_KINDS:
+            results[name][kind] = {}
+            for nfe in NFES:
+                steps = nfe - 1
+                if steps < solver.min_steps():
+                    continue
+                x, info = sx.sample(model, solver, noise, steps=steps, grid=kind, t_end=T_END, denoise_to_zero=True)
+                assert int(info.nfe) == nfe
+                results[name][kind][nfe] = rms_error(x, reference)
+        print(f"  {name:40s}", " ".join(f"{min(results[name][k].get(n, np.inf) for k in GRID_KINDS):.2e}" for n in NFES))
+    return results
+
+
+def adaptive_errors(model, noise, reference):
+    """Error and mean NFE of the adaptive solvers at a few tolerances."""
+    results = {}
+    for name in ("dpm++12", "dpm++23", "dpm-solver-12", "dpm-solver-23"):
+        for tolerance in (0.05, 0.01, 0.003):
+            solver = _replace(sx.solvers.get(name), atol=tolerance, rtol=tolerance)
+            x, info = sx.sample(model, solver, noise, t_end=T_END, denoise_to_zero=True)
+            results[f"{name} tol={tolerance:g}"] = {
+                "nfe": float(jnp.mean(info.nfe)),
+                "error": rms_error(x, reference),
+            }
+    return results
+
+
+# -- peers -------------------------------------------------------------------------------
+
+
+def run_peers(problem, noise, args):
+    mixture, schedule = problem
+    x_start = np.asarray(schedule.sigma(1.0)) * np.asarray(noise, np.float64)
+    with tempfile.TemporaryDirectory() as directory:
+        problem_path = os.path.join(directory, "problem.npz")
+        out_path = os.path.join(directory, "peers.npz")
+        np.savez(
+            problem_path,
+            means=np.asarray(mixture.means, np.float64),
+            stds=np.asarray(mixture.stds, np.float64),
+            weights=np.asarray(mixture.weights, np.float64),
+            betas=np.linspace(1e-4, 0.02, 1000),
+            noise=x_start.astype(np.float32),
+            nfes=np.array(NFES),
+        )
+        command = [args.peer_python, os.path.join(os.path.dirname(__file__), "peers", "peer_runner.py"),
+                   "--problem", problem_path, "--out", out_path]
+        if args.dpm_solver_path:
+            command += ["--dpm-solver-path", args.dpm_solver_path]
+        subprocess.run(command, check=True)
+        with np.load(out_path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+
+def reference_at(mixture, schedule, x_start, final_sigma, cache):
+    """Exact ODE solution from t = 1 down to VE noise level final_sigma (0: the data)."""
+    key = round(float(final_sigma), 12)
+    if key not in cache:
+        if key == 0.0:
+            cache[key] = mixture.flow_to_data(x_start, schedule, 1.0)
+        else:
+            with jax.enable_x64(True):
+                t_final = float(schedule.inverse_lambda(-np.log(final_sigma)))
+            cache[key] = mixture.flow_map(x_start, schedule, 1.0, t_final)
+    return cache[key]
+
+
+def peer_errors(peers, mixture, schedule, x_start):
+    """{config: {nfe: error}} against each config's own end point."""
+    cache = {}
+    results = {}
+    for key in peers:
+        if not key.startswith("samples/"):
+            continue
+        _, config, nfe = key.split("/")
+        final_sigma = float(peers[f"final_sigma/{config}/{nfe}"])
+        reference = reference_at(mixture, schedule, x_start, final_sigma, cache)
+        results.setdefault(config, {})[int(nfe)] = rms_error(peers[key], reference)
+    return results
+
+
+def agreement(peers, model, noise):
+    """Relative RMS difference between samplax and a peer running the same algorithm on the
+    same grid with the same end convention, in float32."""
+    differences = {}
+    for config, order in {**AGREEMENT_CONFIGS, **OFFICIAL_AGREEMENT_CONFIGS}.items():
+        for nfe in NFES:
+            key = f"samples/{config}/{nfe}"
+            if key not in peers:
+                continue
+            theirs = peers[key]
+            final_sigma = float(peers[f"final_sigma/{config}/{nfe}"])
+            denoise = final_sigma == 0.0
+            times = (np.asarray(peers[f"timesteps/{config}/{nfe}"], np.float64) + 1.0) / 1000.0
+            if config.startswith("diffusers"):
+                # diffusers: N timesteps, then a forced first-order step to sigma = 0, with
+                # lower-order final steps below 15 timesteps.
+                lower_order_final = len(times) < 15
+            else:
+                # DPM-Solver: the grid holds steps + 1 times; lower-order final below 10 steps.
+                lower_order_final = len(times) - 1 < 10
+            solver = sx.solvers.DPMSolver(order=order, method="multistep", prediction="data",
+                                          lower_order_final=lower_order_final)
+            ours, info = sx.sample(model, solver, noise, grid=times, denoise_to_zero=denoise)
+            assert int(info.nfe) == nfe, (config, nfe, int(info.nfe))
+            ours = np.asarray(ours, np.float64)
+            differences.setdefault(config, {})[nfe] = float(
+                np.sqrt(np.mean((ours - theirs) ** 2)) / np.sqrt(np.mean(theirs**2))
+            )
+    return differences
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def timing(samples_per_batch: int = 256, repeats: int = 5):
+    """Sampler overhead over NFE x (one network call) for an MLP network costing over a
+    millisecond per call, and compile time for 5 and 20 steps."""
+    dimension, width = 64, 1024
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    weights = [
+        jax.random.normal(keys[0], (dimension + 1, width)) / np.sqrt(dimension),
+        jax.random.normal(keys[1], (width, width)) / np.sqrt(width),
+        jax.random.normal(keys[2], (width, dimension)) / np.sqrt(width),
+    ]
+
+    def network(parameters, x, t):
+        hidden = jnp.concatenate([x, t[:, None]], axis=1)
+        hidden = jax.nn.silu(hidden @ parameters[0])
+        hidden = jax.nn.silu(hidden @ parameters[1])
+        return hidden @ parameters[2]
+
+    schedule = sx.schedules.VPDiscrete.ddpm_linear()
+    model = sx.Denoiser(jax.tree_util.Partial(network, weights), schedule, "noise")
+    noise = jax.random.normal(jax.random.PRNGKey(1), (samples_per_batch, dimension))
+    one_call = jax.jit(lambda model, x, t: model.data(x, t))
+    t = jnp.asarray(0.5)
+    one_call(model, noise, t).block_until_ready()
+
+    def best_of(function):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(function())
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    call_time = best_of(lambda: one_call(model, noise, t))
+    results = {"network_call_ms": 1e3 * call_time, "overhead": {}, "compile_s": {}}
+    for name in ("dpm++2m", "dpm++3m", "dpm++3s", "ddim"):
+        for steps in (10, 20):
+            sx.sample(model, name, noise, steps=steps)  # compile
+            wall = best_of(lambda: sx.sample(model, name, noise, steps=steps)[0])
+            results["overhead"][f"{name} steps={steps}"] = wall / (steps * call_time)
+    for steps in (5, 20):
+        jax.clear_caches()
+        start = time.perf_counter()
+        jax.block_until_ready(sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        first = time.perf_counter() - start
+        second = best_of(lambda: sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        results["compile_s"][f"dpm++2m steps={steps}"] = first - second
+    return results
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def best_by_nfe(errors_by_config):
+    """{nfe: (error, configuration)} minimum over configurations."""
+    best = {}
+    for config, by_nfe in errors_by_config.items():
+        for nfe, error in by_nfe.items():
+            if np.isfinite(error) and (nfe not in best or error < best[nfe][0]):
+                best[nfe] = (error, config)
+    return best
+
+
+def flatten_samplax(results):
+    return {f"{name} [{kind}]": by_nfe for name, by_grid in results.items() for kind, by_nfe in by_grid.items()}
+
+
+def markdown(report):
+    lines = []
+    ours = flatten_samplax(report["samplax"])
+    rows = {"samplax (best)": best_by_nfe(ours)}
+    libraries = {"diffusers": "diffusers_", "k-diffusion": "kdiff_", "DPM-Solver (official)": "dpmsolver_"}
+    peers = report.get("peers", {})
+    for library, prefix in libraries.items():
+        subset = {k: v for k, v in peers.items() if k.startswith(prefix) and "adaptive" not in k}
+        if subset:
+            rows[f"{library} (best)"] = best_by_nfe(subset)
+    lines.append("| configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+    lines.append("|---|" + "---|" * len(NFES))
+    for label, best in rows.items():
+        cells = [f"{best[n][0]:.2e}" if n in best else "-" for n in NFES]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Best configuration per NFE:")
+    lines.append("")
+    for label, best in rows.items():
+        lines.append(f"- {label}: " + "; ".join(f"{n}: {best[n][1]}" for n in NFES if n in best))
+    lines.append("")
+    lines.append("| samplax solver (best grid) | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+    lines.append("|---|" + "---|" * len(NFES))
+    for name, by_grid in report["samplax"].items():
+        cells = []
+        for n in NFES:
+            candidates = [(by_grid[k][n], k) for k in by_grid if n in by_grid[k]]
+            cells.append(f"{min(candidates)[0]:.2e} ({min(candidates)[1]})" if candidates else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if peers:
+        lines.append("")
+        lines.append("| peer configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+        lines.append("|---|" + "---|" * len(NFES))
+        for config, by_nfe in sorted(peers.items()):
+            if "adaptive" in config:
+                continue
+            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[n]:.2e}" if n in by_nfe else "-" for n in NFES) + " |")
+    if report.get("agreement"):
+        lines.append("")
+        lines.append("Agreement with peers running the same algorithm on the same grid (relative RMS difference, float32):")
+        lines.append("")
+        lines.append("| peer configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+        lines.append("|---|" + "---|" * len(NFES))
+        for config, by_nfe in report["agreement"].items():
+            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[n]:.1e}" if n in by_nfe else "-" for n in NFES) + " |")
+    if report.get("adaptive"):
+        lines.append("")
+        lines.append("| adaptive solver | mean NFE | error |")
+        lines.append("|---|---|---|")
+        for name, entry in report["adaptive"].items():
+            lines.append(f"| {name} | {entry['nfe']:.1f} | {entry['error']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=1000, help="number of noise samples")
+    parser.add_argument("--peers", action="store_true", help="also run the peer implementations")
+    parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
+    parser.add_argument("--dpm-solver-path", default=None, help="path to the official dpm_solver_pytorch.py")
+    parser.add_argument("--timing", action="store_true", help="measure overhead and compile time")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dpm_benchmark.json"))
+    args = parser.parse_args()
+
+    mixture, schedule, noise, reference = diffusion_problem(args.samples)
+    model = mixture.denoiser(schedule, "noise")
+    noise = jnp.asarray(noise)
+    report = {
+        "command": " ".join(["python"] + sys.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, jax {jax.__version__}, {jax.devices()[0].device_kind}",
+        "problem": {"dimension": mixture.dimension, "components": int(mixture.weights.shape[0]),
+                    "samples": args.samples, "schedule": "DDPM linear betas 1e-4..0.02, 1000 steps",
+                    "t_end": T_END},
+    }
+    print("samplax: error at NFE", NFES)
+    report["samplax"] = samplax_errors(model, noise, reference)
+    report["adaptive"] = adaptive_errors(model, noise, reference)
+    if args.peers:
+        peers = run_peers((mixture, schedule), noise, args)
+        x_start = np.asarray(schedule.sigma(1.0)) * np.asarray(noise, np.float64)
+        report["peers"] = peer_errors(peers, mixture, schedule, x_start)
+        report["agreement"] = agreement(peers, model, noise)
+    if args.timing:
+        report["timing"] = timing()
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    text = markdown(report)
+    for path, content in ((args.out, json.dumps(report, indent=1, default=str)), (args.out[:-5] + ".md", text)):
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(args.out), delete=False) as handle:
+            handle.write(content)
+        os.replace(handle.name, path)
+    print(text)
+    if "timing" in report:
+        print(json.dumps(report["timing"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
