@@ -28,7 +28,7 @@ METHODS = {
 }
 
 
-def timed(fn, *args, repeats: int = 5):
+def timed(fn, *args, repeats: int = 20):
     """Median wall time of fn(*args) after one warm-up call, and its last output."""
     out = jax.block_until_ready(fn(*args))
     times = []
@@ -54,3 +54,27 @@ def summarize(runs, keys):
         out[name] = {k: [float(np.mean([r[k] for r in rs])), float(np.std([r[k] for r in rs]))]
                      for k in keys}
     return out
+
+
+def train_interleaved(setups, optimizer, batches, *, key, total_steps):
+    """Trains several methods step by step in turn, on the same batches and keys.
+
+    setups: name -> (loss_fn, params, weight_start, weight_end). Interleaving makes
+    load from other processes on a shared machine hit every method alike, so the
+    training-time ratios stay meaningful. Returns name -> (params, History).
+    """
+    from samplax.neural_ode import History, exponential_weight, make_step, timed_step
+
+    state = {}
+    for name, (loss_fn, params, w0, w1) in setups.items():
+        state[name] = [make_step(loss_fn, optimizer), params, optimizer.init(params),
+                       History(), w0, w1]
+    names = list(setups)
+    for s in range(total_steps):
+        batch = next(batches)
+        k = jax.random.fold_in(key, s)
+        for name in names[s % len(names):] + names[: s % len(names)]:
+            step, params, opt_state, hist, w0, w1 = state[name]
+            weight = exponential_weight(s, total_steps, w0, w1)
+            state[name][1:3] = timed_step(step, hist, s, params, opt_state, batch, k, weight)
+    return {name: (st[1], st[3]) for name, st in state.items()}

@@ -32,7 +32,13 @@ from samplax.neural_ode.regularizers import (
     stability_size,
     stiffness_estimate,
 )
-from samplax.neural_ode.training import History, exponential_weight, train
+from samplax.neural_ode.training import (
+    History,
+    exponential_weight,
+    make_step,
+    timed_step,
+    train,
+)
 
 __all__ = [
     "CNF", "GlobalRegularization", "History", "KineticJacobian", "LatentODE",
@@ -40,6 +46,6 @@ __all__ = [
     "ODEClassifier", "Output", "Penalties", "RegularizedSolver", "RegularizerState",
     "ReservoirSolver", "Steer", "Taylor", "adaptive_solve", "aggregate", "error_estimate",
     "exponential_weight", "field_fn", "integrate", "kinetic_jacobian_field",
-    "local_penalty", "penalties", "solve", "stability_size", "steer_times",
-    "stiffness_estimate", "taylor_field", "train", "unbiased_time",
+    "local_penalty", "make_step", "penalties", "solve", "stability_size", "steer_times",
+    "stiffness_estimate", "taylor_field", "timed_step", "train", "unbiased_time",
 ]

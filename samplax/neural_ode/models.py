@@ -73,14 +73,17 @@ class LatentODE(nnx.Module):
     def encode(self, times, x, mask):
         """Posterior mean and log-variance of z(t0) from x (B, T, D) and mask (B, T)."""
         gaps = jnp.diff(times, append=times[-1])
+
+        def cell(h, inputs):
+            x_i, m, gap = inputs
+            m = m[:, None]
+            features = jnp.concatenate([x_i * m, m, jnp.broadcast_to(gap, m.shape)], -1)
+            h_new, _ = self.gru(h, features)
+            return m * h_new + (1 - m) * h, None
+
         h = jnp.zeros((x.shape[0], self.gru.hidden_features), x.dtype)
-        for i in reversed(range(times.shape[0])):
-            m = mask[:, i : i + 1]
-            inputs = jnp.concatenate(
-                [x[:, i] * m, m, jnp.broadcast_to(gaps[i], m.shape)], axis=-1
-            )
-            h_new, _ = self.gru(h, inputs)
-            h = m * h_new + (1 - m) * h
+        seq = (jnp.swapaxes(x, 0, 1), jnp.swapaxes(mask, 0, 1), gaps)
+        h, _ = jax.lax.scan(cell, h, seq, reverse=True)
         stats = self.to_latent(h)
         return stats[:, : self.latent], stats[:, self.latent :]
 

@@ -27,22 +27,27 @@ def exponential_weight(step, total_steps: int, start: float, end: float):
 
 @dataclass
 class History:
-    """Per-step losses, penalties and training NFE; wall times in seconds."""
+    """Per-step losses, penalties, training NFE and wall times (seconds).
+
+    `step_times` excludes the first step, whose time is `compile_time`.
+    """
 
     loss: list = field(default_factory=list)
     penalty: list = field(default_factory=list)
     nfe: list = field(default_factory=list)
+    step_times: list = field(default_factory=list)
     compile_time: float = 0.0
-    train_time: float = 0.0
+
+    @property
+    def train_time(self) -> float:
+        return float(sum(self.step_times))
 
 
-def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, key,
-          total_steps: int, weight_start: float = 0.0, weight_end: float = 0.0):
-    """Minimises loss_fn(params, batch, key) -> (task_loss, (penalty, nfe)) + weight * penalty.
+def make_step(loss_fn, optimizer: optax.GradientTransformation):
+    """Jitted step(params, opt_state, batch, key, weight) -> (params, opt_state, aux).
 
-    `batches` yields at least `total_steps` batches of one shape. The first step's time
-    (compilation) is reported apart from the training time of the remaining steps.
-    Returns (params, History).
+    Minimises loss_fn(params, batch, key) -> (task_loss, (penalty, nfe)) plus
+    weight * penalty; aux = (task_loss, penalty, nfe).
     """
 
     def objective(p, batch, k, weight):
@@ -55,24 +60,42 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, 
         updates, opt_state = optimizer.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state, aux
 
+    return step
+
+
+def timed_step(step, history: History, s: int, *args):
+    """Runs one training step, recording its time, loss, penalty and NFE in `history`."""
+    start = time.perf_counter()
+    params, opt_state, (task, penalty, nfe) = step(*args)
+    task = float(task)
+    elapsed = time.perf_counter() - start
+    if s == 0:
+        history.compile_time = elapsed
+    else:
+        history.step_times.append(elapsed)
+    if not jnp.isfinite(task):
+        raise FloatingPointError(f"training loss became {task} at step {s}.")
+    history.loss.append(task)
+    history.penalty.append(float(penalty))
+    history.nfe.append(int(nfe))
+    return params, opt_state
+
+
+def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, key,
+          total_steps: int, weight_start: float = 0.0, weight_end: float = 0.0):
+    """Optax loop over `total_steps` batches of one shape with the decaying weight.
+
+    The first step's time (compilation) is kept apart from the training time of the
+    remaining steps. Returns (params, History).
+    """
+    step = make_step(loss_fn, optimizer)
     opt_state = optimizer.init(params)
     history = History()
     batches = iter(batches)
     for s in range(total_steps):
-        start = time.perf_counter()
         weight = exponential_weight(s, total_steps, weight_start, weight_end)
-        params, opt_state, (task, penalty, nfe) = step(
-            params, opt_state, next(batches), jax.random.fold_in(key, s), weight
+        params, opt_state = timed_step(
+            step, history, s, params, opt_state, next(batches), jax.random.fold_in(key, s),
+            weight,
         )
-        task = float(task)
-        elapsed = time.perf_counter() - start
-        if s == 0:
-            history.compile_time = elapsed
-        else:
-            history.train_time += elapsed
-        if not jnp.isfinite(task):
-            raise FloatingPointError(f"training loss became {task} at step {s}.")
-        history.loss.append(task)
-        history.penalty.append(float(penalty))
-        history.nfe.append(int(nfe))
     return params, history
