@@ -3,6 +3,7 @@
 from samplax import schedules, solvers
 from samplax.gaussian_mixture import GaussianMixture
 from samplax.samplers import Denoiser, Info, classifier_free_guidance, invert, sample
+from samplax.samplers import load_grid, save_grid, tune_grid
 
 __version__ = "0.1.0"
 
@@ -12,7 +13,10 @@ __all__ = [
     "Info",
     "classifier_free_guidance",
     "invert",
+    "load_grid",
     "sample",
+    "save_grid",
     "schedules",
     "solvers",
+    "tune_grid",
 ]

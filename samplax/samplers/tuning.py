@@ -1,0 +1,206 @@
+"""Time grids learned by differentiating through the sampler.
+
+A few-step solver's error depends strongly on where its steps are. Because every sampler
+here is a differentiable function of its time grid, the grid can be fitted for one model,
+solver and number of steps: minimise, by gradient descent, the mean squared distance
+between the few-step samples and a high-accuracy solve from the same noise (the idea of
+LD3, Tong et al., ICLR 2025, "Learning to Discretize Denoising Diffusion ODEs", here with a
+plain squared distance). The grid is parametrised by the softmax of free logits, which
+gives the fractions of the lambda range (lambda = log(alpha / sigma)) that each step
+covers, so it is strictly monotone with fixed end points whatever the logits are.
+
+Fit on one set of noise, check on another: `sample(model, solver, held_out_noise,
+grid=times)` takes the learned grid as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.sampling import sample
+from samplax.solvers.base import FixedGridSolver
+from samplax.solvers.base import get as get_solver
+from samplax.solvers.grids import time_grid
+
+__all__ = ["TuneInfo", "tune_grid", "grid_from_logits", "save_grid", "load_grid"]
+
+GRID_FORMAT = "samplax-time-grid-1"
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TuneInfo:
+    """What a fit did: the training loss (mean squared distance to the reference) before
+    fitting and after every iteration, and the logits of the returned grid."""
+
+    initial_loss: jax.Array
+    losses: jax.Array
+    best_loss: jax.Array
+    logits: jax.Array
+
+
+def grid_from_logits(schedule, logits, t_start, t_end):
+    """The decreasing grid whose steps cover softmax(logits) fractions of the lambda range
+    from t_start to t_end; strictly monotone, with the end points exactly t_start and t_end."""
+    lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
+    fractions = jnp.concatenate([jnp.zeros((1,), logits.dtype), jnp.cumsum(jax.nn.softmax(logits))])
+    times = schedule.inverse_lambda(lambda_start + fractions * (lambda_end - lambda_start))
+    return times.at[0].set(t_start).at[-1].set(t_end)
+
+
+def _initial_logits(schedule, init, steps, t_start, t_end):
+    """Logits that reproduce the grid `init` (a grid kind or an array of steps + 1 times)."""
+    if isinstance(init, str):
+        times = time_grid(schedule, steps, init, t_start, t_end)
+    else:
+        times = jnp.asarray(init, jnp.result_type(float))
+        if times.shape != (steps + 1,):
+            raise ValueError(f"init must be a grid kind or an array of steps + 1 = {steps + 1} times")
+    increments = jnp.diff(schedule.lambda_(times))
+    if not bool(jnp.all(increments > 0)):
+        raise ValueError("init must be a strictly decreasing grid from t_start to t_end")
+    return jnp.log(increments / jnp.sum(increments))
+
+
+def tune_grid(
+    model: Denoiser,
+    solver,
+    steps: int,
+    key: jax.Array,
+    *,
+    shape: tuple[int, ...],
+    samples: int = 128,
+    iterations: int = 300,
+    learning_rate: float = 0.05,
+    t_start=None,
+    t_end=None,
+    denoise_to_zero: bool = True,
+    init="logsnr",
+    reference=None,
+    reference_solver="dpm++3m-taylor",
+    reference_steps: int = 200,
+):
+    """Fit the time grid of `solver` with `steps` intervals to `model`.
+
+    Args:
+        model: the `Denoiser`.
+        solver: a fixed-grid solver or its registry name.
+        steps: number of grid intervals of the fitted grid.
+        key: PRNG key for the training noise (standard normal, `samples` draws of `shape`).
+        shape: the shape of one sample, without the batch axis.
+        samples: number of training noises.
+        iterations: Adam steps (full batch).
+        learning_rate: Adam step size on the logits.
+        t_start, t_end: fixed end points (default: the schedule's t_max and t_min).
+        denoise_to_zero: fit the solver as it will run, with (True) or without the final
+            denoising step; pass the same value to `sample`.
+        init: the starting grid: a grid kind ("logsnr", "karras", ...) or an array.
+        reference: the high-accuracy solution from the training noise, if already known
+            (`samples` x `shape`); otherwise computed with `reference_solver` on a logSNR
+            grid of `reference_steps` steps.
+
+    Returns:
+        (times, TuneInfo): the fitted decreasing grid of steps + 1 times, which
+        `sample(..., grid=times, denoise_to_zero=denoise_to_zero)` accepts, and the fit's
+        record. The grid is the one with the lowest training loss seen.
+    """
+    solver = get_solver(solver) if isinstance(solver, str) else solver
+    if not isinstance(solver, FixedGridSolver):
+        raise ValueError(f"tune_grid needs a fixed-grid solver, got {type(solver).__name__}")
+    if not isinstance(steps, (int, np.integer)) or steps < solver.min_steps():
+        raise ValueError(f"steps must be an integer >= {solver.min_steps()}, got {steps!r}")
+    if samples < 1 or iterations < 1:
+        raise ValueError(f"samples and iterations must be positive, got {samples} and {iterations}")
+    schedule = model.schedule
+    dtype = jnp.result_type(float)
+    t_start = jnp.asarray(schedule.t_max if t_start is None else t_start, dtype)
+    t_end = jnp.asarray(schedule.t_min if t_end is None else t_end, dtype)
+    schedule.check_times(t_start, t_end)
+    noise = jax.random.normal(key, (samples, *shape), dtype)
+    if reference is None:
+        reference, _ = sample(
+            model,
+            reference_solver,
+            noise,
+            steps=reference_steps,
+            grid="logsnr",
+            t_start=t_start,
+            t_end=t_end,
+            denoise_to_zero=denoise_to_zero,
+        )
+    reference = jnp.asarray(reference, dtype)
+    if reference.shape != noise.shape:
+        raise ValueError(f"reference must have shape {noise.shape}, got {reference.shape}")
+
+    def loss(logits, noise, reference):
+        times = grid_from_logits(schedule, logits, t_start, t_end)
+        x, _ = sample(model, solver, noise, grid=times, denoise_to_zero=denoise_to_zero)
+        return jnp.mean((x - reference) ** 2)
+
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+
+    @jax.jit
+    def update(logits, state, noise, reference):
+        value, gradient = jax.value_and_grad(loss)(logits, noise, reference)
+        updates, state = optimizer.update(gradient, state, logits)
+        return optax.apply_updates(logits, updates), state, value
+
+    logits = _initial_logits(schedule, init, steps, t_start, t_end).astype(dtype)
+    state = optimizer.init(logits)
+    best_logits, best_loss = logits, jnp.inf
+    losses = []
+    for _ in range(iterations):
+        new_logits, state, value = update(logits, state, noise, reference)
+        # value is the loss of `logits`, before this update.
+        if bool(value < best_loss):
+            best_logits, best_loss = logits, value
+        losses.append(value)
+        logits = new_logits
+    final = jax.jit(loss)(logits, noise, reference)
+    if bool(final < best_loss):
+        best_logits, best_loss = logits, final
+    losses.append(final)
+    losses = jnp.stack(losses)
+    if not bool(jnp.isfinite(best_loss)):
+        raise FloatingPointError("tune_grid: the training loss is not finite; lower learning_rate")
+    times = grid_from_logits(schedule, best_logits, t_start, t_end)
+    return times, TuneInfo(initial_loss=losses[0], losses=losses, best_loss=best_loss, logits=best_logits)
+
+
+def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
+    """Write a grid and JSON-serialisable metadata (solver, steps, denoise_to_zero, the
+    checkpoint it was fitted for, ...) to a small JSON file, atomically. Refuses to
+    replace an existing file unless overwrite=True."""
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    times = np.asarray(times, np.float64)
+    if times.ndim != 1 or times.shape[0] < 2:
+        raise ValueError(f"times must be a 1-D grid of at least 2 times, got shape {times.shape}")
+    payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": metadata}
+    directory = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(payload, file, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def load_grid(path: str):
+    """Read a grid written by `save_grid`: returns (times as a float64 array, metadata)."""
+    with open(path) as file:
+        payload = json.load(file)
+    if payload.get("format") != GRID_FORMAT:
+        raise ValueError(f"{path} is not a samplax time grid (format {payload.get('format')!r})")
+    return np.asarray(payload["times"], np.float64), payload["metadata"]
