@@ -42,6 +42,9 @@ class Plan:
     update_history: jax.Array  # (S, H)
     output_state: jax.Array  # ()
     output_history: jax.Array  # (H,)
+    # True when every stage evaluates at the state itself (input_state = 1, input_history = 0),
+    # as in multistep methods: the engine then skips the input combination.
+    evaluates_at_state: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @property
     def num_evaluations(self) -> int:
@@ -49,9 +52,13 @@ class Plan:
 
 
 def _combine(scale, weights, state, history):
-    """scale * state + sum_j weights[j] * history[j], in the state's dtype."""
+    """scale * state + sum_j weights[j] * history[j], written out over the (static, small)
+    history so that XLA fuses it into one elementwise pass."""
     dtype = state.dtype
-    return scale.astype(dtype) * state + jnp.tensordot(weights.astype(dtype), history, axes=1)
+    result = scale.astype(dtype) * state
+    for j, past in enumerate(history):
+        result = result + weights[j].astype(dtype) * past
+    return result
 
 
 def run_plan(
@@ -61,15 +68,18 @@ def run_plan(
     return_trajectory: bool = False,
 ):
     """Run a plan from state x. Returns (result, trajectory), where the trajectory (the
-    state after every stage, shape (S, *x.shape)) is None unless asked for."""
-    history = jnp.zeros((plan.input_history.shape[1],) + x.shape, x.dtype)
+    state after every stage, shape (S, *x.shape)) is None unless asked for.
+
+    The history is a tuple of arrays, newest first, so pushing a prediction renames
+    buffers instead of copying them."""
+    history = tuple(jnp.zeros_like(x) for _ in range(plan.input_history.shape[1]))
 
     def stage(carry, row):
         state, history = carry
         time, input_state, input_history, update_state, update_history = row
-        point = _combine(input_state, input_history, state, history)
+        point = state if plan.evaluates_at_state else _combine(input_state, input_history, state, history)
         prediction = predict(point, time).astype(state.dtype)
-        history = jnp.concatenate([prediction[None], history[:-1]])
+        history = (prediction,) + history[:-1]
         state = _combine(update_state, update_history, state, history)
         return (state, history), (state if return_trajectory else None)
 
@@ -91,6 +101,7 @@ class PlanBuilder:
         self.input_history = jnp.zeros((stages, history_size), dtype)
         self.update_state = jnp.ones((stages,), dtype)
         self.update_history = jnp.zeros((stages, history_size), dtype)
+        self.evaluates_at_state = True
 
     @staticmethod
     def _pad(weights, width):
@@ -100,6 +111,7 @@ class PlanBuilder:
     def set_input(self, stages: np.ndarray, state, history):
         """Stages (static indices) evaluate at state * x + history . predictions."""
         width = self.input_history.shape[1]
+        self.evaluates_at_state = False
         self.input_state = self.input_state.at[stages].set(state)
         self.input_history = self.input_history.at[stages].set(self._pad(history, width))
 
@@ -122,4 +134,5 @@ class PlanBuilder:
             update_history=self.update_history,
             output_state=jnp.asarray(output_state, dtype),
             output_history=jnp.pad(jnp.asarray(output_history, dtype), (0, width - len(output_history))),
+            evaluates_at_state=self.evaluates_at_state,
         )
