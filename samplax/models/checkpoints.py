@@ -1,0 +1,157 @@
+"""Checkpoints: a pytree of arrays as msgpack (flax.serialization) plus a JSON config.
+
+A checkpoint `name.msgpack` holds a header (magic string, format version, the config as
+JSON) and the arrays, flattened to a dict keyed by their pytree paths, so any pytree (an
+NNX state, an optax state, a dict) round-trips, and a mismatch between a file and the
+expected structure is reported by path. A readable copy of the config is written beside it
+as `name.json`. Both files are written atomically (temporary name, then rename), so a run
+killed while saving leaves the previous checkpoint intact.
+
+A model checkpoint stores the network's parameters and a config that names the network
+class and its keyword arguments (see `save_model` / `load_model`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+
+import flax.nnx as nnx
+import flax.serialization as serialization
+import jax
+import numpy as np
+
+from samplax.models.networks import build
+
+__all__ = [
+    "CheckpointError",
+    "FORMAT_VERSION",
+    "load",
+    "load_model",
+    "read_config",
+    "save",
+    "save_model",
+    "write_atomic",
+]
+
+FORMAT_VERSION = 1
+_MAGIC = "samplax-checkpoint"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable samplax checkpoint, or does not fit what was asked."""
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write bytes to a temporary file in the same folder, then rename it onto path."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        pathlib.Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _flatten(tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def _json_path(path: pathlib.Path) -> pathlib.Path:
+    return path.with_suffix(".json")
+
+
+def save(path, tree, config: dict) -> pathlib.Path:
+    """Save a pytree of arrays and a JSON-serialisable config; returns the msgpack path."""
+    path = pathlib.Path(path)
+    if path.suffix != ".msgpack":
+        raise ValueError(f"checkpoint path must end in .msgpack, got {str(path)!r}")
+    config_text = json.dumps(config, indent=2, sort_keys=True)
+    payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": _flatten(tree)}
+    write_atomic(_json_path(path), (json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, serialization.msgpack_serialize(payload))
+    return path
+
+
+def _read(path) -> dict:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as error:  # msgpack raises several unrelated types on bad input
+        raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint or is corrupt ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict) or payload.get("magic") != _MAGIC:
+        raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint (no samplax header)")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{str(path)!r} has checkpoint format version {payload.get('format_version')!r}; "
+            f"this samplax reads version {FORMAT_VERSION}"
+        )
+    try:
+        payload["config"] = json.loads(payload["config"])
+    except (KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{str(path)!r} has a corrupt config ({error})") from None
+    return payload
+
+
+def read_config(path) -> dict:
+    """The config stored in a checkpoint (read from the msgpack file itself)."""
+    return _read(path)["config"]
+
+
+def load(path, template, *, part: str | None = None):
+    """Load a checkpoint into the structure of `template` (a pytree of arrays of the
+    expected shapes); returns (tree, config). With `part`, only the entry `part` of a
+    checkpoint saved from a dict is read (the others are ignored). Missing, extra or
+    misshapen arrays raise CheckpointError naming them."""
+    payload = _read(path)
+    arrays = payload["arrays"]
+    if part is not None:
+        prefix = jax.tree_util.keystr((jax.tree_util.DictKey(part),))
+        arrays = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    expected = [jax.tree_util.keystr(p) for p, _ in paths]
+    missing = [key for key in expected if key not in arrays]
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{str(path)!r} does not fit the expected structure: missing {missing[:5]}, unexpected {extra[:5]}"
+        )
+    leaves = []
+    for (_, leaf), key in zip(paths, expected):
+        value = np.asarray(arrays[key])
+        if value.shape != np.shape(leaf):
+            raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {np.shape(leaf)}")
+        leaves.append(value.astype(np.asarray(leaf).dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves), payload["config"]
+
+
+def save_model(path, module: nnx.Module, config: dict) -> pathlib.Path:
+    """Save a network's parameters; config must name it ("network", "network_kwargs")."""
+    for key in ("network", "network_kwargs"):
+        if key not in config:
+            raise ValueError(f"config must contain {key!r} so the network can be rebuilt")
+    return save(path, nnx.state(module, nnx.Param), {**config, "kind": "model"})
+
+
+def load_model(path) -> tuple[nnx.Module, dict]:
+    """Rebuild a network from a model checkpoint, or from a training checkpoint (its EMA
+    weights); returns (module, config)."""
+    config = read_config(path)
+    if "network" not in config or "network_kwargs" not in config:
+        raise CheckpointError(f"{str(path)!r} is a checkpoint but not of a network (no 'network' in its config)")
+    module = build(config["network"], config["network_kwargs"])
+    template = nnx.state(module, nnx.Param)
+    part = "ema" if config.get("kind") == "training" else None
+    params, _ = load(path, template, part=part)
+    nnx.update(module, params)
+    return module, config

@@ -1,0 +1,180 @@
+"""Training losses, each a factory returning `loss(model, batch, key) -> scalar`.
+
+A batch is a dict with "x" (data, batch first) and optionally "label" (int class labels).
+With `label_dropout > 0` each label is replaced by the null label with that probability,
+so the one network learns both the conditional and the unconditional model that
+classifier-free guidance (Ho & Salimans 2022) combines.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from samplax.schedules import RectifiedFlow, Schedule, VPDiscrete
+
+__all__ = [
+    "PREDICTIONS",
+    "TIME_DENSITIES",
+    "TIME_INPUTS",
+    "denoising_loss",
+    "flow_matching_loss",
+    "logit_normal_time",
+    "network_time",
+    "squared_error",
+    "uniform_time",
+]
+
+PREDICTIONS = ("noise", "data", "v", "velocity", "score")
+TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
+
+
+def network_time(schedule: Schedule, t, time_input: str):
+    """Continuous time mapped to what the network receives (the same convention as
+    `samplax.Denoiser`): t, the VPDiscrete step index, sigma(t), or 1 - t."""
+    if time_input == "discrete":
+        return schedule.to_index(t)
+    if time_input == "sigma":
+        return schedule.sigma(t)
+    if time_input == "reversed":
+        return 1.0 - t
+    return t
+
+
+def uniform_time(key, n: int, t_min: float = 0.0, t_max: float = 1.0):
+    """Times uniform on [t_min, t_max]."""
+    return jax.random.uniform(key, (n,), minval=t_min, maxval=t_max)
+
+
+def logit_normal_time(key, n: int, mean: float = 0.0, std: float = 1.0):
+    """Times sigmoid(mean + std * normal): the logit-normal density of Esser et al. (2024),
+    which spends more training on the middle of the path."""
+    return jax.nn.sigmoid(mean + std * jax.random.normal(key, (n,)))
+
+
+TIME_DENSITIES = {"uniform": uniform_time, "logit-normal": logit_normal_time}
+
+
+def squared_error(prediction, target):
+    """Mean squared error per sample, (batch,)."""
+    return jnp.mean(jnp.square(prediction - target).reshape(prediction.shape[0], -1), axis=1)
+
+
+def _expand(value, x):
+    return jnp.reshape(value, (-1,) + (1,) * (x.ndim - 1))
+
+
+def _labels(batch, key, label_dropout: float, null_label: int | None):
+    """The batch's labels with label dropout applied, or None for unconditional data."""
+    if "label" not in batch:
+        return None
+    label = jnp.asarray(batch["label"], jnp.int32)
+    if label_dropout > 0.0:
+        if null_label is None:
+            raise ValueError("label_dropout > 0 needs null_label (the network's num_classes)")
+        drop = jax.random.bernoulli(key, label_dropout, label.shape)
+        label = jnp.where(drop, null_label, label)
+    return label
+
+
+def _call(model, x, t, label):
+    return model(x, t) if label is None else model(x, t, label=label)
+
+
+def _check(label_dropout: float):
+    if not 0.0 <= label_dropout < 1.0:
+        raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
+
+
+def denoising_loss(
+    schedule: Schedule,
+    prediction: str = "noise",
+    time_input: str = "continuous",
+    *,
+    label_dropout: float = 0.0,
+    null_label: int | None = None,
+    t_min: float | None = None,
+) -> Callable:
+    """Denoising loss on any schedule (Ho et al. 2020; Song et al. 2021; Salimans & Ho 2022).
+
+    For x_t = alpha(t) x0 + sigma(t) noise the network regresses onto its prediction
+    target: the noise, the data x0, v = alpha noise - sigma x0, the velocity
+    dx/dt = alpha' x0 + sigma' noise, or the score -noise / sigma (weighted by sigma^2,
+    which makes it the noise loss up to sign, the usual score-matching weighting). Time is
+    uniform over the schedule's training steps for `time_input="discrete"`, otherwise
+    uniform on [t_min, t_max].
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+    if time_input not in TIME_INPUTS:
+        raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+    if time_input == "discrete" and not isinstance(schedule, VPDiscrete):
+        raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
+    if prediction == "v" and isinstance(schedule, RectifiedFlow):
+        raise ValueError("prediction='v' is for diffusion schedules; use 'velocity' for flows")
+    _check(label_dropout)
+    low = schedule.t_min if t_min is None else t_min
+    if isinstance(schedule, RectifiedFlow) and low <= 0.0 and prediction in ("noise", "score"):
+        raise ValueError("noise and score prediction need t_min > 0 on the rectified-flow schedule")
+
+    def loss(model, batch, key):
+        x0 = jnp.asarray(batch["x"])
+        n = x0.shape[0]
+        time_key, noise_key, label_key = jax.random.split(key, 3)
+        if time_input == "discrete":
+            steps = schedule.num_steps
+            t = (jax.random.randint(time_key, (n,), 0, steps) + 1.0) / steps
+        else:
+            t = uniform_time(time_key, n, low, schedule.t_max)
+        noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+        alpha, sigma = _expand(schedule.alpha(t), x0), _expand(schedule.sigma(t), x0)
+        x_t = alpha * x0 + sigma * noise
+        out = _call(model, x_t, network_time(schedule, t, time_input), _labels(batch, label_key, label_dropout, null_label))
+        if prediction == "noise":
+            return jnp.mean(squared_error(out, noise))
+        if prediction == "data":
+            return jnp.mean(squared_error(out, x0))
+        if prediction == "v":
+            return jnp.mean(squared_error(out, alpha * noise - sigma * x0))
+        if prediction == "score":
+            return jnp.mean(squared_error(sigma * out, -noise))
+        d_alpha, d_sigma = schedule.alpha_sigma_derivatives(t)
+        return jnp.mean(squared_error(out, _expand(d_alpha, x0) * x0 + _expand(d_sigma, x0) * noise))
+
+    return loss
+
+
+def flow_matching_loss(
+    time_density: str | Callable = "uniform",
+    *,
+    distance: Callable = squared_error,
+    label_dropout: float = 0.0,
+    null_label: int | None = None,
+) -> Callable:
+    """Conditional flow matching on the rectified-flow path (Lipman et al. 2023; Liu et al.
+    2023): x_t = (1 - t) x0 + t noise, and the network, called with continuous t, regresses
+    onto the velocity noise - x0.
+
+    Args:
+        time_density: "uniform", "logit-normal", or a function `(key, n) -> times`.
+        distance: `(prediction, target) -> (batch,)` per-sample distance; squared error
+            by default.
+    """
+    if isinstance(time_density, str):
+        if time_density not in TIME_DENSITIES:
+            raise ValueError(f"time_density must be one of {sorted(TIME_DENSITIES)} or a function, got {time_density!r}")
+        time_density = TIME_DENSITIES[time_density]
+    _check(label_dropout)
+
+    def loss(model, batch, key):
+        x0 = jnp.asarray(batch["x"])
+        time_key, noise_key, label_key = jax.random.split(key, 3)
+        t = time_density(time_key, x0.shape[0])
+        noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+        x_t = (1.0 - _expand(t, x0)) * x0 + _expand(t, x0) * noise
+        out = _call(model, x_t, t, _labels(batch, label_key, label_dropout, null_label))
+        return jnp.mean(distance(out, noise - x0))
+
+    return loss

@@ -1,0 +1,69 @@
+"""The models shipped inside the package, and the bridge from a trained network to a
+`samplax.Denoiser`.
+
+Shipped files live in `samplax/models/pretrained/` (no network access is needed):
+"digits-diffusion" (VP diffusion, noise prediction, DDPM discrete schedule),
+"digits-flow" (rectified flow, velocity) and "digits-classifier" (for the metrics). Each
+config records the command and seed that trained it (see scripts/train.py).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+
+import flax.nnx as nnx
+import jax.numpy as jnp
+
+from samplax import schedules
+from samplax.models.checkpoints import load_model
+from samplax.models.networks import network_function
+from samplax.samplers.denoiser import Denoiser
+
+__all__ = ["NAMES", "as_denoiser", "denoiser", "load", "path"]
+
+NAMES = ("digits-diffusion", "digits-flow", "digits-classifier")
+
+
+def path(name: str) -> pathlib.Path:
+    """The file of a shipped model."""
+    if name not in NAMES:
+        raise ValueError(f"unknown pretrained model {name!r}; choose one of {NAMES}")
+    return pathlib.Path(str(importlib.resources.files("samplax.models") / "pretrained" / f"{name}.msgpack"))
+
+
+def load(name_or_path) -> tuple[nnx.Module, dict]:
+    """A shipped model by name, or any model or training checkpoint by path: (module, config)."""
+    file = path(name_or_path) if name_or_path in NAMES else pathlib.Path(name_or_path)
+    return load_model(file)
+
+
+def as_denoiser(module: nnx.Module, schedule, prediction: str, time_input: str = "continuous", **options) -> Denoiser:
+    """A `Denoiser` around an NNX network called as `module(x, t, **condition)`.
+
+    The module is split (`nnx.split`) into its structure and state, and the state is bound
+    in a `jax.tree_util.Partial`, so parameters stay traced arguments of the jitted
+    sampler (no retracing or constant folding when the weights change). `options` go to
+    `Denoiser` (condition, unconditional, guidance_scale, threshold_ratio).
+    """
+    return Denoiser(network_function(module), schedule, prediction, time_input, **options)
+
+
+def denoiser(name_or_path, labels=None, guidance_scale: float = 1.0) -> Denoiser:
+    """The `Denoiser` of a shipped or saved generative model, conditioned on `labels`
+    (int array, one per sample; None for unconditional samples) with classifier-free
+    guidance at `guidance_scale` (1 means no guidance)."""
+    module, config = load(name_or_path)
+    for key in ("schedule", "prediction", "time_input"):
+        if key not in config:
+            raise ValueError(f"{name_or_path!r} is not a generative model (its config has no {key!r})")
+    null_label = config.get("null_label")
+    if labels is None:  # a class-conditional network called without a label uses its null label
+        return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"])
+    if null_label is None:
+        raise ValueError(f"{name_or_path!r} is not class-conditional; pass labels=None")
+    labels = jnp.asarray(labels, jnp.int32)
+    options = {"condition": {"label": labels}}
+    if guidance_scale != 1.0:
+        options.update(unconditional={"label": jnp.full_like(labels, null_label)}, guidance_scale=guidance_scale)
+    return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"], **options)
