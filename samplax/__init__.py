@@ -4,6 +4,7 @@ from samplax import schedules, solvers
 from samplax.gaussian_mixture import GaussianMixture
 from samplax.samplers import Denoiser, Info, classifier_free_guidance, invert, sample
 from samplax.samplers import load_grid, save_grid, tune_grid
+from samplax.samplers import edit, reversible_invert, reversible_sample
 
 __version__ = "0.1.0"
 
@@ -12,8 +13,11 @@ __all__ = [
     "GaussianMixture",
     "Info",
     "classifier_free_guidance",
+    "edit",
     "invert",
     "load_grid",
+    "reversible_invert",
+    "reversible_sample",
     "sample",
     "save_grid",
     "schedules",

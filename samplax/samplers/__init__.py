@@ -1,6 +1,8 @@
 """Workflows a user calls: the Denoiser adapter, guidance, sample() and invert()."""
 
 from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
+from samplax.samplers.editing import edit
+from samplax.samplers.reversible import reversible_invert, reversible_sample
 from samplax.samplers.sampling import Info, invert, sample
 from samplax.samplers.tuning import TuneInfo, load_grid, save_grid, tune_grid
 
@@ -9,8 +11,11 @@ __all__ = [
     "Info",
     "TuneInfo",
     "classifier_free_guidance",
+    "edit",
     "invert",
     "load_grid",
+    "reversible_invert",
+    "reversible_sample",
     "sample",
     "save_grid",
     "tune_grid",
