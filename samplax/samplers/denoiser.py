@@ -10,12 +10,14 @@ output in one batched call and converted afterwards.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from samplax.schedules import Schedule, VPDiscrete
+from samplax.solvers.engine import Predictor
 
 __all__ = ["Denoiser", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
 
@@ -100,42 +102,47 @@ class Denoiser:
             return 1.0 - t
         return t
 
+    def time_features(self, t, derivatives: bool = True) -> dict:
+        """Everything the conversions need that depends on time alone: the network's time
+        input, alpha, sigma and (if asked) their derivatives. For any shape of t; the
+        sampling engine computes them for all stage times before its loop."""
+        t = jnp.asarray(t, jnp.result_type(float))
+        features = {
+            "network_time": self.network_time(t),
+            "alpha": self.schedule.alpha(t),
+            "sigma": self.schedule.sigma(t),
+        }
+        if derivatives:
+            features["d_alpha"], features["d_sigma"] = self.schedule.alpha_sigma_derivatives(t)
+        return features
+
+    def _needs_derivatives(self, kind: str) -> bool:
+        return self.prediction == "velocity" or kind == "velocity"
+
     def output(self, x, t):
         """The network output at (x, t), with classifier-free guidance in one batched call.
         A velocity in reversed time (dx/d(1 - t)) is negated into dx/dt."""
-        sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
-        return sign * self._guided_output(x, t)
+        return self._output(x, self.time_features(t, derivatives=False))
 
-    def _guided_output(self, x, t):
+    def _output(self, x, features):
         batch = x.shape[0]
-        t_batch = jnp.broadcast_to(jnp.asarray(t, x.dtype), (batch,))
-        network_t = self.network_time(t_batch)
+        network_t = jnp.broadcast_to(jnp.asarray(features["network_time"], x.dtype), (batch,))
+        sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
         if self.unconditional is None:
-            return self.network(x, network_t, **self.condition)
+            return sign * self.network(x, network_t, **self.condition)
         both = {
             key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
             for key, value in self.condition.items()
         }
-        out = self.network(
-            jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both
-        )
+        out = self.network(jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both)
         unconditional, conditional = out[:batch], out[batch:]
-        return unconditional + self.guidance_scale * (conditional - unconditional)
+        return sign * (unconditional + self.guidance_scale * (conditional - unconditional))
 
     # -- conversions -----------------------------------------------------------------------
 
-    def _coefficients(self, x, t):
-        """alpha(t) and sigma(t), shaped to broadcast against x (t scalar or per sample)."""
-        t = jnp.asarray(t)
-        return _expand(self.schedule.alpha(t), x), _expand(self.schedule.sigma(t), x)
-
-    def _derivatives(self, x, t):
-        d_alpha, d_sigma = self.schedule.alpha_sigma_derivatives(jnp.asarray(t, x.dtype))
-        return _expand(d_alpha, x), _expand(d_sigma, x)
-
-    def _data_and_noise(self, x, t):
-        out = self.output(x, t)
-        alpha, sigma = self._coefficients(x, t)
+    def _data_and_noise(self, x, features):
+        out = self._output(x, features)
+        alpha, sigma = _expand(features["alpha"], x), _expand(features["sigma"], x)
         if self.prediction == "noise":
             return (x - sigma * out) / alpha, out
         if self.prediction == "data":
@@ -148,7 +155,7 @@ class Denoiser:
             norm = alpha**2 + sigma**2
             return (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
         # velocity: x = alpha x0 + sigma eps and dx/dt = alpha' x0 + sigma' eps.
-        d_alpha, d_sigma = self._derivatives(x, t)
+        d_alpha, d_sigma = _expand(features["d_alpha"], x), _expand(features["d_sigma"], x)
         determinant = alpha * d_sigma - sigma * d_alpha
         return (d_sigma * x - sigma * out) / determinant, (alpha * out - d_alpha * x) / determinant
 
@@ -160,34 +167,42 @@ class Denoiser:
         bound = bound.reshape((-1,) + (1,) * (data.ndim - 1))
         return jnp.clip(data, -bound, bound) / bound
 
+    def _predict(self, kind, x, features):
+        """The `kind` prediction at x, from precomputed time features."""
+        if kind == "velocity" and self.prediction == "velocity" and self.threshold_ratio is None:
+            return self._output(x, features)
+        data, noise = self._data_and_noise(x, features)
+        if self.threshold_ratio is not None:
+            data = self._threshold(data)
+            noise = (x - _expand(features["alpha"], x) * data) / _expand(features["sigma"], x)
+        if kind == "data":
+            return data
+        if kind == "noise":
+            return noise
+        return _expand(features["d_alpha"], x) * data + _expand(features["d_sigma"], x) * noise
+
     def data(self, x, t):
         """Prediction of the clean sample x0 (thresholded if asked)."""
-        data, _ = self._data_and_noise(x, t)
-        return self._threshold(data)
+        return self._predict("data", x, self.time_features(t, self._needs_derivatives("data")))
 
     def noise(self, x, t):
         """Prediction of the noise; consistent with the thresholded data prediction."""
-        data, noise = self._data_and_noise(x, t)
-        if self.threshold_ratio is None:
-            return noise
-        alpha, sigma = self._coefficients(x, t)
-        return (x - alpha * self._threshold(data)) / sigma
+        return self._predict("noise", x, self.time_features(t, self._needs_derivatives("noise")))
 
     def velocity(self, x, t):
         """dx/dt of the probability-flow ODE along the schedule: alpha' x0 + sigma' noise."""
-        if self.prediction == "velocity" and self.threshold_ratio is None:
-            return self.output(x, t)
-        data = self.data(x, t)
-        alpha, sigma = self._coefficients(x, t)
-        noise = (x - alpha * data) / sigma
-        d_alpha, d_sigma = self._derivatives(x, t)
-        return d_alpha * data + d_sigma * noise
+        return self._predict("velocity", x, self.time_features(t))
 
-    def predict(self, kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
-        """The callable `predict(x, t)` a solver asks for: kind is "data", "noise" or "velocity"."""
+    def predict(self, kind: str) -> Predictor:
+        """What a solver evaluates: the "data", "noise" or "velocity" prediction, as a
+        `Predictor` whose time-only work the engine does once, before its loop."""
         if kind not in ("data", "noise", "velocity"):
             raise ValueError(f"solvers ask for 'data', 'noise' or 'velocity', got {kind!r}")
-        return getattr(self, kind)
+        derivatives = self._needs_derivatives(kind)
+        return Predictor(
+            prepare=functools.partial(self.time_features, derivatives=derivatives),
+            evaluate=functools.partial(self._predict, kind),
+        )
 
 
 def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Plan", "run_plan", "PlanBuilder"]
+__all__ = ["Plan", "PlanBuilder", "Predictor", "run_plan"]
 
 
 @jax.tree_util.register_dataclass
@@ -51,6 +51,26 @@ class Plan:
         return self.times.shape[0]
 
 
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """A prediction `predict(x, t)` split so that the work depending on time alone (the
+    schedule's alpha and sigma, the network's time input) runs once for all stage times
+    before the loop: `prepare(times)` maps times of any shape to a pytree of arrays of that
+    shape, and `evaluate(x, prepared)` uses one row of it. Calling it does both."""
+
+    prepare: Callable[[jax.Array], object]
+    evaluate: Callable[[jax.Array, object], jax.Array]
+
+    def __call__(self, x, t):
+        return self.evaluate(x, self.prepare(t))
+
+
+def _as_predictor(predict) -> Predictor:
+    if isinstance(predict, Predictor):
+        return predict
+    return Predictor(prepare=lambda times: times, evaluate=predict)
+
+
 def _combine(scale, weights, state, history):
     """scale * state + sum_j weights[j] * history[j], written out over the (static, small)
     history so that XLA fuses it into one elementwise pass."""
@@ -63,27 +83,29 @@ def _combine(scale, weights, state, history):
 
 def run_plan(
     plan: Plan,
-    predict: Callable[[jax.Array, jax.Array], jax.Array],
+    predict: Callable[[jax.Array, jax.Array], jax.Array] | Predictor,
     x: jax.Array,
     return_trajectory: bool = False,
 ):
-    """Run a plan from state x. Returns (result, trajectory), where the trajectory (the
+    """Run a plan from state x with `predict(x, t)` (a plain callable, or a `Predictor`
+    whose time-only work is then done for all stages before the loop). Returns (result, trajectory), where the trajectory (the
     state after every stage, shape (S, *x.shape)) is None unless asked for.
 
     The history is a tuple of arrays, newest first, so pushing a prediction renames
     buffers instead of copying them."""
+    predictor = _as_predictor(predict)
     history = tuple(jnp.zeros_like(x) for _ in range(plan.input_history.shape[1]))
 
     def stage(carry, row):
         state, history = carry
-        time, input_state, input_history, update_state, update_history = row
+        prepared, input_state, input_history, update_state, update_history = row
         point = state if plan.evaluates_at_state else _combine(input_state, input_history, state, history)
-        prediction = predict(point, time).astype(state.dtype)
+        prediction = predictor.evaluate(point, prepared).astype(state.dtype)
         history = (prediction,) + history[:-1]
         state = _combine(update_state, update_history, state, history)
         return (state, history), (state if return_trajectory else None)
 
-    rows = (plan.times, plan.input_state, plan.input_history, plan.update_state, plan.update_history)
+    rows = (predictor.prepare(plan.times), plan.input_state, plan.input_history, plan.update_state, plan.update_history)
     (state, history), trajectory = jax.lax.scan(stage, (x, history), rows)
     return _combine(plan.output_state, plan.output_history, state, history), trajectory
 
