@@ -34,7 +34,9 @@ def psi(order: int, hh):
     for k in range(1, order):
         closed = closed / safe - 1.0 / float(math.factorial(k))
     series_h = jnp.where(small, hh, 0.0)
-    series = sum(series_h**n / float(math.factorial(n + order - 1)) for n in range(_SERIES_TERMS, 0, -1))
+    series = jnp.zeros_like(hh)  # Horner's rule: few operations, so it compiles fast
+    for n in range(_SERIES_TERMS, 0, -1):
+        series = (series + 1.0 / float(math.factorial(n + order - 1))) * series_h
     return jnp.where(small, series, closed)
 
 
