@@ -14,7 +14,7 @@ from samplax.solvers.reversible import ReversibleState
 SCHEDULE = sx.schedules.RectifiedFlow()
 T_END = 0.05  # the stock mixture velocity is 0/0 at t = 0 exactly
 STEPS = (8, 16)
-ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "rf-solver-2": 2, "rf-solver-3": 3, "fireflow": 2}
+ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "rf-solver-2": 2, "rf-solver-3": 3, "fireflow": 2, "fireflow-3": 3}
 
 
 def _mixture(std_range=(0.3, 0.5)):
@@ -96,7 +96,8 @@ def test_inversion_error_falls_with_steps(problem, name):
 def test_evaluation_counts():
     counts = {name: sx.solvers.get(name).evaluations(10) for name in ORDERS}
     assert counts == {
-        "euler": 10, "heun": 20, "midpoint": 20, "rk4": 40, "rf-solver-2": 20, "rf-solver-3": 30, "fireflow": 11
+        "euler": 10, "heun": 20, "midpoint": 20, "rk4": 40, "rf-solver-2": 20, "rf-solver-3": 30, "fireflow": 11,
+        "fireflow-3": 11,
     }
     assert sx.solvers.get("fireflow").plan(SCHEDULE, jnp.linspace(1.0, 0.0, 11)).num_evaluations == 11
 
