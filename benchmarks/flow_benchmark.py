@@ -155,9 +155,10 @@ def run_adaptive(model, noise, reference):
     return rows
 
 
-def _best(rows, key, value, solver, nfe_key, nfe):
-    candidates = [r for r in rows if r["solver"] == solver and r[nfe_key] == nfe and np.isfinite(r[value])]
-    return min(candidates, key=lambda r: r[value]) if candidates else None
+def _best(rows, criterion, solver, nfe_key, nfe):
+    """The row of `solver` at `nfe` with the smallest finite `criterion`, or None."""
+    candidates = [r for r in rows if r["solver"] == solver and r[nfe_key] == nfe and np.isfinite(r[criterion])]
+    return min(candidates, key=lambda r: r[criterion]) if candidates else None
 
 
 def markdown(results) -> str:
@@ -179,7 +180,7 @@ def markdown(results) -> str:
     for solver in solvers:
         cells = []
         for nfe in SAMPLING_NFES:
-            best = _best(sampling, "rms_error", "rms_error", solver, "nfe", nfe)
+            best = _best(sampling, "rms_error", solver, "nfe", nfe)
             cells.append("-" if best is None else f"{best['rms_error']:.2e} ({short[best['grid']]})")
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
     lines += ["", "Adaptive reference solves (mean NFE per sample, RMS error):", ""]
@@ -193,7 +194,7 @@ def markdown(results) -> str:
         "Data = the exact endpoints; invert to t = 1 and sample back with the same solver and grid. "
         "'noise' is the RMS distance of the inverted noise from the exact ODE inverse, 'round trip' the RMS "
         "error of data -> noise -> data (max abs error for reversible Heun). Best grid per entry, chosen by "
-        "round-trip error.",
+        "round-trip error (by noise error for reversible Heun).",
         "",
         "| solver | " + " | ".join(f"NFE/dir {n}: noise / round trip" for n in INVERSION_NFES) + " |",
         "|---" * (len(INVERSION_NFES) + 1) + "|",
@@ -201,7 +202,9 @@ def markdown(results) -> str:
     for solver in dict.fromkeys(r["solver"] for r in inversion):
         cells = []
         for nfe in INVERSION_NFES:
-            best = _best(inversion, "round_trip_error", "round_trip_error", solver, "nfe_per_direction", nfe)
+            # Reversible Heun's round trip is rounding on every grid: pick its grid by the noise error.
+            criterion = "noise_error" if solver == REVERSIBLE else "round_trip_error"
+            best = _best(inversion, criterion, solver, "nfe_per_direction", nfe)
             if best is None:
                 cells.append("-")
             elif solver == REVERSIBLE:
@@ -209,6 +212,33 @@ def markdown(results) -> str:
             else:
                 cells.append(f"{best['noise_error']:.2e} / {best['round_trip_error']:.2e}")
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Distance of the inverted noise from the exact ODE inverse, best grid per entry:",
+        "",
+        "| solver | " + " | ".join(f"NFE/dir {n}" for n in INVERSION_NFES) + " |",
+        "|---" * (len(INVERSION_NFES) + 1) + "|",
+    ]
+    for solver in dict.fromkeys(r["solver"] for r in inversion):
+        cells = []
+        for nfe in INVERSION_NFES:
+            best = _best(inversion, "noise_error", solver, "nfe_per_direction", nfe)
+            cells.append("-" if best is None else f"{best['noise_error']:.2e} ({short[best['grid']]})")
+        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Notes:",
+        "",
+        "- fireflow-3 is samplax's third-order extension of FireFlow (same N + 1 evaluations; "
+        "`samplax.solvers.FireFlow(order=3)`); rf-solver-2 equals midpoint to rounding, as it must.",
+        "- Reversible Heun (`samplax.reversible_invert` / `reversible_sample`) keeps the noise and its "
+        "companion state; the round trip is exact up to float32 rounding at every NFE. Its inverted noise "
+        "is a second-order approximation of the exact inverse.",
+        "- Exponential integrators run through the Denoiser (velocity -> data prediction) from t = 1 "
+        "(lambda = -inf) to t = 0 (lambda = +inf). dpm++2m and dpm++3m reach t = 0 (their step from "
+        "lambda = -inf is exact DDIM, and the next one loses its second-order term); unipc-bh2-2 returned NaN "
+        "in this run ('-'), and in spot checks dpm++2s/3s, unipc-bh2-3, deis-tab3 and ipndm returned NaN too.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +248,11 @@ def _write_atomic(path: pathlib.Path, text: str) -> None:
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
     os.replace(temporary, path)
+
+
+def write_markdown(json_path: pathlib.Path, markdown_path: pathlib.Path) -> None:
+    """Rewrite the markdown table from a results file."""
+    _write_atomic(markdown_path, markdown(json.loads(json_path.read_text())))
 
 
 def main():

@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.sampling import Info, _as_solver
+from samplax.samplers.sampling import Info
 from samplax.solvers.base import FixedGridSolver
+from samplax.solvers.base import get as get_solver
 from samplax.solvers.engine import Plan
 from samplax.solvers.grids import check_grid, time_grid
 
@@ -161,7 +162,7 @@ def edit(
     Returns:
         (edited images, Info) with Info.nfe counting both passes and Info.trajectory None.
     """
-    solver = _as_solver(solver)
+    solver = get_solver(solver) if isinstance(solver, str) else solver
     if not isinstance(model, Denoiser):
         raise TypeError(f"model must be a samplax Denoiser, got {type(model).__name__}")
     if model.prediction != "velocity":
