@@ -76,6 +76,15 @@ def _replace(solver, **changes):
     return dataclasses.replace(solver, **changes)
 
 
+def steps_for(solver, nfe, denoise):
+    """The number of steps at which `solver` uses exactly `nfe` evaluations, or None (a
+    Runge-Kutta solver with several evaluations per step reaches only some NFEs)."""
+    for steps in range(solver.min_steps(), nfe + 1):
+        if solver.evaluations(steps, denoise) == nfe:
+            return steps
+    return None
+
+
 def samplax_errors(model, noise, reference, reference_at_end):
     """{configuration: {grid: {nfe: error}}} for every solver, grid and NFE. "+denoise" runs
     steps = NFE - 1 and the denoising step (scored against the sigma = 0 endpoint); the
@@ -90,8 +99,8 @@ def samplax_errors(model, noise, reference, reference_at_end):
                 label = kind + ("+denoise" if denoise else "")
                 results[name][label] = {}
                 for nfe in NFES:
-                    steps = nfe - 1 if denoise else nfe
-                    if steps < solver.min_steps():
+                    steps = steps_for(solver, nfe, denoise)
+                    if steps is None:
                         continue
                     x, info = sx.sample(model, solver, noise, steps=steps, grid=kind, t_end=T_END, denoise_to_zero=denoise)
                     assert int(info.nfe) == nfe
