@@ -72,6 +72,9 @@ def _run_stages(rows, carry, evaluate, injected):
     where `evaluate(z, t, values) -> (velocity, values used)` and `injected` holds one set
     of values per row (or is None). Returns the carry and the values used at every row."""
 
+    if rows[0].shape[0] == 0:  # nothing to run: skip tracing the network at all
+        return carry, None
+
     def stage(carry, inputs):
         (time, input_state, input_history, update_state, update_history), values = inputs
         state, history = carry
@@ -114,7 +117,7 @@ def _edit(model, solver, image, source_condition, target_condition, times, steps
         values = values.reshape((inject, per_step) + values.shape[1:])
         return values[::-1].reshape((inject * per_step,) + values.shape[2:])
 
-    injected = jax.tree.map(reorder, recorded)
+    injected = None if recorded is None else jax.tree.map(reorder, recorded)
     sampling = solver.plan(model.schedule, times)
     history = jnp.zeros_like(history)
     evaluate = evaluate_with(target_condition, False)
