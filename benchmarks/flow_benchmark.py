@@ -151,7 +151,8 @@ def run_adaptive(model, noise, reference):
             x, info = sx.sample(model, solver, noise)
             rows.append({"solver": f"flow-{method}", "tolerance": tolerance, "mean_nfe": float(jnp.mean(info.nfe)),
                          "rms_error": rms(x, reference)})
-            print(f"adaptive {method} tol {tolerance:g}: nfe {rows[-1]['mean_nfe']:.1f} error {rows[-1]['rms_error']:.3e}")
+            print(f"adaptive {method} tol {tolerance:g}: nfe {rows[-1]['mean_nfe']:.1f} "
+                  f"error {rows[-1]['rms_error']:.3e}")
     return rows
 
 

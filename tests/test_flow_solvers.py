@@ -14,7 +14,9 @@ from samplax.solvers.reversible import ReversibleState
 SCHEDULE = sx.schedules.RectifiedFlow()
 T_END = 0.05  # the stock mixture velocity is 0/0 at t = 0 exactly
 STEPS = (8, 16)
-ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "rf-solver-2": 2, "rf-solver-3": 3, "fireflow": 2, "fireflow-3": 3}
+ORDERS = {
+    "euler": 1, "heun": 2, "midpoint": 2, "rk4": 4, "rf-solver-2": 2, "rf-solver-3": 3, "fireflow": 2, "fireflow-3": 3
+}
 
 
 def _mixture(std_range=(0.3, 0.5)):

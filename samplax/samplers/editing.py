@@ -192,7 +192,8 @@ def edit(
         if times.shape[0] != steps + 1:
             raise ValueError(f"steps={steps} disagrees with a grid of {times.shape[0]} times")
     blocks = None if blocks is None else tuple(blocks)
-    edited, _ = _edit(model, solver, image, dict(source_condition), dict(target_condition), times, steps, inject, blocks)
+    conditions = dict(source_condition), dict(target_condition)
+    edited, _ = _edit(model, solver, image, *conditions, times, steps, inject, blocks)
     if not bool(jnp.all(jnp.isfinite(edited))):
         raise FloatingPointError("editing produced NaN or inf values; try more steps")
     return edited, Info(nfe=jnp.asarray(2 * solver.evaluations(steps)), times=times)

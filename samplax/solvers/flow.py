@@ -265,7 +265,8 @@ class FlowAdaptive(AdaptiveSolver):
     """An adaptive diffrax solve of dx/dt = v(x, t) (Tsit5 or Dopri5 with a PID step-size
     controller), one independent solve per sample so that a sample's steps depend on it
     alone. Both methods have seven stages whose last is reused as the next step's first,
-    so a solve costs six evaluations per attempted step plus two to choose the first step.
+    so a solve costs six evaluations per attempted step plus at most two at the start
+    (the reported count uses two).
 
     Attributes:
         method: "tsit5" or "dopri5".
