@@ -1,0 +1,141 @@
+"""Sample quality against NFE for the shipped digits models, and CPU throughput.
+
+For each model and solver, draws the same class-conditional samples (label = index mod
+10, noise from each sample's seed as in the command line) at several budgets of model
+evaluations (NFE), and measures the label accuracy under the shipped classifier and the
+Frechet distance in its feature space to the 360 held-out test digits (samplax.metrics).
+Throughput is images per second of a second (compiled) call for one batch.
+
+    python benchmarks/digits_quality.py                 # writes benchmarks/results/digits_quality.json
+    python benchmarks/digits_quality.py --samples 200   # quicker, noisier
+
+and prints the markdown table of benchmarks/DIGITS_RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import samplax
+from samplax import metrics
+from samplax.cli import FLOW_T_END
+from samplax.models import data, pretrained
+
+# solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
+SOLVERS = {
+    "digits-diffusion": {"dpm++2m": (5, 10, 20, 100), "dpm++3m": (10, 20), "unipc-bh2-2": (10, 20), "ddim": (10, 20)},
+    "digits-flow": {"dpm++2m": (5, 10, 20, 100), "euler": (10, 20), "heun": (10, 20), "rf-solver-2": (10, 20)},
+}
+ROOT = pathlib.Path(__file__).resolve().parent
+
+
+def _steps_for(solver, nfe: int) -> int | None:
+    """The most steps whose evaluation count does not exceed nfe (None if none fits)."""
+    best = None
+    for steps in range(solver.min_steps(), nfe + 1):
+        if solver.evaluations(steps, False) <= nfe:
+            best = steps
+    return best
+
+
+def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
+    seeds = jnp.arange(samples) + seed_offset
+    base = jax.random.PRNGKey(0)
+    noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
+    labels = np.asarray(seeds) % 10
+    model = pretrained.denoiser(model_name, labels=labels, guidance_scale=guidance)
+    t_end = FLOW_T_END if model_name == "digits-flow" else None
+    images, info = samplax.sample(model, solver_name, noise, steps=steps, t_end=t_end)
+    return np.asarray(images), labels, int(info.nfe)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--samples", type=int, default=500)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--models", default=",".join(SOLVERS))
+    p.add_argument("--out", default=str(ROOT / "results" / "digits_quality.json"))
+    args = p.parse_args()
+    rows = []
+    for model_name in args.models.split(","):
+        for solver_name, nfes in SOLVERS[model_name].items():
+            solver = samplax.solvers.get(solver_name)
+            for target in nfes:
+                steps = _steps_for(solver, target)
+                if steps is None:
+                    continue
+                started = time.perf_counter()
+                try:
+                    images, labels, nfe = _draw(model_name, solver_name, steps, args.samples, args.guidance)
+                except FloatingPointError as error:
+                    rows.append({"model": model_name, "solver": solver_name, "steps": steps, "nfe": target, "error": str(error)})
+                    continue
+                row = {
+                    "model": model_name,
+                    "solver": solver_name,
+                    "steps": steps,
+                    "nfe": nfe,
+                    "accuracy": metrics.label_accuracy(images, labels),
+                    "frechet": metrics.digits_frechet_distance(images),
+                    "seconds_with_compile": round(time.perf_counter() - started, 2),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+
+    # Throughput: the same batch, second call (compiled), dpm++2m at 10 NFE.
+    throughput = {}
+    for model_name in args.models.split(","):
+        _draw(model_name, "dpm++2m", 10, args.samples, args.guidance)
+        started = time.perf_counter()
+        images, _, _ = _draw(model_name, "dpm++2m", 10, args.samples, args.guidance)
+        seconds = time.perf_counter() - started
+        throughput[model_name] = {"batch": args.samples, "solver": "dpm++2m", "nfe": 10, "guidance": args.guidance,
+                                  "seconds": round(seconds, 3), "images_per_s": round(args.samples / seconds, 1)}
+        print(json.dumps({"throughput": model_name, **throughput[model_name]}), flush=True)
+
+    reference = metrics.digits_frechet_distance(data.digits("train").images[: args.samples])
+    result = {
+        "samples": args.samples,
+        "guidance": args.guidance,
+        "rows": rows,
+        "throughput": throughput,
+        "frechet_train_digits_vs_test": reference,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "devices": [str(d) for d in jax.devices()],
+                    "note": "2 CPU cores shared with other jobs; timings are noisy"},
+        "versions": {"jax": jax.__version__, "samplax": samplax.__version__},
+    }
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"Label accuracy (%) / Frechet distance to held-out digits, {result['samples']} samples, "
+        f"guidance {result['guidance']}, labels cycling 0-9 (train digits vs test: FD {result['frechet_train_digits_vs_test']:.2f}).",
+        "",
+        "| model | solver | NFE | steps | accuracy % | Frechet distance |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in result["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {row['steps']} | failed | {row['error'][:40]} |")
+        else:
+            lines.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {row['steps']} | {100 * row['accuracy']:.1f} | {row['frechet']:.2f} |")
+    lines += ["", "| model | batch | solver, NFE | images/s (CPU) |", "|---|---:|---|---:|"]
+    for name, t in result["throughput"].items():
+        lines.append(f"| {name} | {t['batch']} | {t['solver']}, {t['nfe']} (x2 passes with guidance) | {t['images_per_s']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The sampling command line: one-line errors with a non-zero exit, no overwriting without
+--force, outputs and run.json, samples independent of the batch size, and the default
+command writing recognisable digits with the shipped model."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samplax import cli
+from samplax.models import checkpoints, networks
+
+TINY = {"channels": 1, "widths": [8, 16], "groups": 4, "time_features": 8, "time_scale": 1.0, "num_classes": 10}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained tiny class-conditional UNet on the DDPM schedule: cheap to compile."""
+    path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
+    config = {"network": "UNet", "network_kwargs": TINY, "schedule": "ddpm", "prediction": "noise",
+              "time_input": "discrete", "null_label": 10}
+    return str(checkpoints.save_model(path, networks.build("UNet", TINY, seed=1), config))
+
+
+def _error(capsys, argv):
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--solver", "rk99"], "unknown --solver 'rk99'"),
+        (["--seeds", "5-1"], "invalid seeds"),
+        (["--seeds", "a"], "invalid seeds"),
+        (["--steps", "0"], "positive integer"),
+        (["--grid", "cubic"], "unknown --grid"),
+        (["--model", "no-such-model"], "neither"),
+        (["--model", "digits-classifier"], "not a generative model"),
+        (["--guidance-scale", "-1"], "--guidance-scale"),
+        (["--num-processes", "2"], "need --distributed"),
+        (["--unknown-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    try:
+        code, err = _error(capsys, argv + ["--outdir", str(tmp_path / "out")])
+    except SystemExit as exit_:  # argparse's own errors
+        code, err = exit_.code, capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_errors_found_after_loading_the_model(capsys, tmp_path, tiny_model):
+    code, err = _error(capsys, ["--model", tiny_model, "--label", "12", "--outdir", str(tmp_path / "a")])
+    assert code == 2 and "--label 12 is not a class" in err and len(err.splitlines()) == 1
+    code, err = _error(capsys, ["--model", tiny_model, "--solver", "dpm++3m", "--steps", "2", "--outdir", str(tmp_path / "b")])
+    assert code == 2 and "needs --steps >= 3" in err
+
+
+def test_never_overwrites_without_force(capsys, tmp_path, tiny_model):
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    (outdir / "000000.png").write_bytes(b"keep me")
+    code, err = _error(capsys, ["--model", tiny_model, "--seeds", "0", "--steps", "2", "--outdir", str(outdir)])
+    assert code == 2 and "--force" in err and "already exists" in err
+    assert (outdir / "000000.png").read_bytes() == b"keep me"
+    assert cli.main(["--model", tiny_model, "--seeds", "0", "--steps", "2", "--outdir", str(outdir), "--force", "--no-progress"]) == 0
+    assert (outdir / "000000.png").read_bytes() != b"keep me"
+
+
+def _pixels(folder, seeds):
+    return np.stack([np.asarray(Image.open(pathlib.Path(folder) / f"{seed:06d}.png")) for seed in seeds])
+
+
+def test_outputs_and_batch_size_independence(tmp_path, tiny_model):
+    seeds = [3, 0, 7, 1, 2]
+    runs = {}
+    for batch_size in (2, 5):
+        outdir = tmp_path / f"b{batch_size}"
+        argv = ["--model", tiny_model, "--seeds", "3,0,7,1-2", "--steps", "3", "--batch-size", str(batch_size),
+                "--outdir", str(outdir), "--no-progress"]
+        assert cli.main(argv) == 0
+        runs[batch_size] = _pixels(outdir, seeds)
+    np.testing.assert_array_equal(runs[2], runs[5])
+    assert len({runs[2][i].tobytes() for i in range(5)}) == 5  # different seeds, different images
+    record = json.loads((tmp_path / "b5" / "run.json").read_text())
+    assert record["nfe"] == 3 and record["network_passes_per_sample"] == 6  # guidance doubles the passes
+    assert record["arguments"]["seeds"] == [3, 0, 7, 1, 2] and record["versions"]["jax"]
+    assert record["wall_time_s"] > 0
+    grid = Image.open(tmp_path / "b5" / "grid.png")
+    assert grid.size == (3 * 65 + 1, 2 * 65 + 1)  # 3 x 2 tiles of 8 x 8 pixels upscaled 8 times
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_seed_lists():
+    assert cli.parse_seeds("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
+    for bad in ("", "1-", "-3", "x", "1,1"):
+        with pytest.raises(Exception):
+            cli.parse_seeds(bad)
+
+
+def test_default_command_writes_recognisable_digits(tmp_path):
+    """`python scripts/sample.py` with no arguments, in a fresh folder, with the shipped model."""
+    script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "sample.py"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    outdir = tmp_path / "samples"
+    assert len(list(outdir.glob("0000*.png"))) == 64 and (outdir / "grid.png").is_file()
+    pixels = _pixels(outdir, range(64)).astype(np.float32)[..., None] / 127.5 - 1.0
+    from samplax import metrics
+
+    assert metrics.label_accuracy(pixels, np.arange(64) % 10) >= 0.9
+    again = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 2 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
