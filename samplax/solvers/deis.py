@@ -134,13 +134,14 @@ class DEIS(FixedGridSolver):
         orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
         scale, multiplier, h = linear_part(schedule, times[:-1], times[1:], "noise")
         # The update is x_{i+1} = scale x_i - sigma_{i+1} sum_j weights[i, j] eps_{i-j}.
-        weights = jnp.zeros((steps, self.order), h.dtype).at[:, 0].set(psi(1, h))
+        ddim = psi(1, h)
+        weights = jnp.zeros((steps, self.order), h.dtype).at[:, 0].set(ddim)
         for order in range(2, self.order + 1):
-            integrals = self._basis_integrals(schedule, times, h, order)  # (steps, order)
+            integrals = self._basis_integrals(schedule, times, h, ddim, order)  # (steps, order)
             # The basis sums to one, so the newest weight follows exactly from the DDIM
             # weight psi_1(h); order one stays DDIM to rounding.
             candidate = jnp.concatenate(
-                [psi(1, h)[:, None] - jnp.sum(integrals[:, 1:], axis=1, keepdims=True), integrals[:, 1:]],
+                [ddim[:, None] - jnp.sum(integrals[:, 1:], axis=1, keepdims=True), integrals[:, 1:]],
                 axis=1,
             )
             candidate = jnp.pad(candidate, ((0, 0), (0, self.order - order)))
@@ -150,7 +151,7 @@ class DEIS(FixedGridSolver):
             append_denoising_stage(builder, schedule, times[-1], "noise")
         return builder.build()
 
-    def _basis_integrals(self, schedule, times, h, order):
+    def _basis_integrals(self, schedule, times, h, ddim, order):
         """(steps, order): alpha_{i+1} times the integral over the step of each Lagrange
         basis polynomial d rho, divided by -sigma_{i+1}."""
         lambdas = schedule.lambda_(times)
@@ -162,7 +163,7 @@ class DEIS(FixedGridSolver):
             points = rhos[:-1, None] + (rhos[1:] - rhos[:-1])[:, None] * unit[None]
             basis = lagrange_basis(nodes, points)
             # alpha_{i+1} (rho_{i+1} - rho_i) = -sigma_{i+1} psi_1(h).
-            return psi(1, h)[:, None] * jnp.einsum("q,sqk->sk", unit_weights, basis)
+            return ddim[:, None] * jnp.einsum("q,sqk->sk", unit_weights, basis)
         # tAB: integral over lambda of l_j(t(lambda)) (-exp(-lambda)); with the factor
         # alpha_{i+1} it is -sigma_{i+1} h sum_q w_q exp(lambda_{i+1} - lambda_q) l_j(t_q).
         unit, unit_weights = _gauss_legendre(self.quadrature_nodes)

@@ -61,21 +61,36 @@ def _step_ratios(lambdas, count):
     return jnp.stack([(padded[count - k : count - k + steps] - current) / h for k in range(1, count + 1)], axis=1)
 
 
-def _vandermonde_weights(ratios, hh, variant, size):
-    """(steps, size) weights rho solving sum_k rho_k r_k^i = psi_{i+2}(hh) (i + 1)! / B(hh),
-    i = 0..size-1, for the ratios (steps, size)."""
-    b_of_h = hh if variant == "bh1" else psi(1, hh)
-    rhs = jnp.stack([psi(i + 2, hh) * math.factorial(i + 1) / b_of_h for i in range(size)], axis=1)
-    matrix = jnp.stack([ratios**i for i in range(size)], axis=1)  # (steps, i, k)
-    return jnp.linalg.solve(matrix, rhs[..., None])[..., 0]
+def _vandermonde_weights(ratios, rhs):
+    """(steps, n) weights rho with sum_k rho_k r_k^i = rhs_i, i = 0..n-1, for distinct
+    ratios r (steps, n). Written out with the Lagrange basis (rho_k = sum_i c_ki rhs_i,
+    where c_k are the monomial coefficients of the basis polynomial of r_k), so that it is
+    a handful of elementwise operations for the small n used here."""
+    count = ratios.shape[1]
+    weights = []
+    for k in range(count):
+        coefficients = [jnp.ones_like(ratios[:, 0])]
+        denominator = jnp.ones_like(ratios[:, 0])
+        for j in range(count):
+            if j == k:
+                continue
+            shifted = [jnp.zeros_like(coefficients[0])] + coefficients
+            scaled = [ratios[:, j] * c for c in coefficients] + [jnp.zeros_like(coefficients[0])]
+            coefficients = [a - b for a, b in zip(shifted, scaled)]
+            denominator = denominator * (ratios[:, k] - ratios[:, j])
+        weights.append(sum(c * rhs[:, i] for i, c in enumerate(coefficients)) / denominator)
+    return jnp.stack(weights, axis=1)
 
 
 def _weights(lambdas, hh, orders, variant, corrector, width):
     """(steps, width) coefficients, inside multiplier * (...), on the history entries of each
     step: (m_0, m_1, ...) for the predictor, (m_t, m_0, m_1, ...) for the corrector."""
     steps = hh.shape[0]
-    b_of_h = hh if variant == "bh1" else psi(1, hh)
     max_order = int(orders.max())
+    psis = [psi(k, hh) for k in range(1, max_order + 2)]  # psi_1 .. psi_{max_order + 1}
+    b_of_h = hh if variant == "bh1" else psis[0]
+    # Right-hand sides psi_{i+2}(hh) (i + 1)! / B(hh) of the order conditions.
+    rhs = jnp.stack([psis[i + 1] * math.factorial(i + 1) / b_of_h for i in range(max_order)], axis=1)
     ratios = _step_ratios(lambdas, max(max_order - 1, 1))
     result = jnp.zeros((steps, width), hh.dtype)
     offset = int(corrector)  # the corrector's history starts with m_t
@@ -86,14 +101,14 @@ def _weights(lambdas, hh, orders, variant, corrector, width):
                 rho = jnp.full((steps, 1), 0.5, hh.dtype)  # the paper's choice for one point
             else:
                 points = jnp.concatenate([ratios[:, :previous], jnp.ones((steps, 1), hh.dtype)], axis=1)
-                rho = _vandermonde_weights(points, hh, variant, order)
+                rho = _vandermonde_weights(points, rhs[:, :order])
             rho_previous, rho_new = rho[:, :previous], rho[:, previous]
         elif order == 2:
             rho_previous = jnp.full((steps, 1), 0.5, hh.dtype)  # the paper's choice for UniP-2
-        else:
-            rho_previous = _vandermonde_weights(ratios[:, :previous], hh, variant, previous) if previous else None
+        elif previous:
+            rho_previous = _vandermonde_weights(ratios[:, :previous], rhs[:, :previous])
         coefficients = jnp.zeros((steps, width), hh.dtype)
-        base = psi(1, hh)
+        base = psis[0]
         if previous:
             scaled = b_of_h[:, None] * rho_previous / ratios[:, :previous]
             coefficients = coefficients.at[:, offset + 1 : offset + order].set(scaled)

@@ -1,0 +1,192 @@
+"""DEIS (tAB, rhoAB, rhoRK) and iPNDM against the exact flow map of a Gaussian mixture."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax as sx
+from samplax.solvers.deis import DEIS, IPNDM, RhoRungeKutta
+from samplax.solvers.engine import run_plan
+
+T_END = 1e-2
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A smooth 4-D mixture under VPLinear, and its exact flow map from t = 1 to T_END."""
+    with jax.enable_x64(True):
+        mixture = sx.GaussianMixture.random(0, 4, 3, std_range=(0.5, 1.0))
+        schedule = sx.schedules.VPLinear()
+        noise = jax.random.normal(jax.random.PRNGKey(0), (8, 4), jnp.float64)
+        reference = mixture.flow_map(schedule.sigma(1.0) * noise, schedule, 1.0, T_END)
+        return mixture.denoiser(schedule, "noise"), noise, reference
+
+
+# Fast compilation: these programs are small and run once.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def _pad_front(plan, stages, width):
+    """The same solve with identity stages in front (evaluate at the initial state, keep
+    it) and zero history columns: every plan here only reads predictions made in its own
+    steps, so the padding changes nothing, and plans of different lengths can be stacked."""
+    extra, columns = stages - plan.num_evaluations, width - plan.input_history.shape[1]
+
+    def rows(array, value):
+        padded = jnp.concatenate([jnp.full((extra,) + array.shape[1:], value, array.dtype), array])
+        return jnp.pad(padded, ((0, 0), (0, columns))) if array.ndim == 2 else padded
+
+    return sx.solvers.Plan(
+        times=rows(plan.times, plan.times[0]),
+        input_state=rows(plan.input_state, 1.0),
+        input_history=rows(plan.input_history, 0.0),
+        update_state=rows(plan.update_state, 1.0),
+        update_history=rows(plan.update_history, 0.0),
+        output_state=plan.output_state,
+        output_history=jnp.pad(plan.output_history, (0, columns)),
+    )
+
+
+def errors(problem, cases):
+    """{(solver, steps): RMS error at T_END} for (solver, step counts) cases; the plans of
+    each solver compile together, and all solves run as one vmapped engine call
+    (sample() itself is exercised in test_first_order_sample_matches_ddim)."""
+    model, noise, reference = problem
+    schedule = model.schedule
+    with jax.enable_x64(True):
+        keys, plans = [], []
+        for solver, step_counts in cases:
+            grids = [sx.solvers.time_grid(schedule, n, "logsnr", t_end=T_END) for n in step_counts]
+            built = jax.jit(lambda g, s=solver: [s.plan(schedule, t) for t in g], compiler_options=FAST_COMPILE)(grids)
+            for steps, plan in zip(step_counts, built):
+                assert plan.num_evaluations == solver.evaluations(steps)
+                keys.append((solver, steps))
+                plans.append(plan)
+        stages = max(p.num_evaluations for p in plans)
+        width = max(p.input_history.shape[1] for p in plans)
+        results = {}
+        for prediction in sorted({solver.prediction for solver, _ in keys}):
+            chosen = [i for i, (solver, _) in enumerate(keys) if solver.prediction == prediction]
+            stacked = jax.tree.map(lambda *a: jnp.stack(a), *[_pad_front(plans[i], stages, width) for i in chosen])
+            predict = model.predict(prediction)
+            run = jax.vmap(lambda plan, x: run_plan(plan, predict, x)[0], (0, None))
+            x = jax.jit(run, compiler_options=FAST_COMPILE)(stacked, schedule.sigma(1.0) * noise)
+            rms = jnp.sqrt(jnp.mean((x - reference[None]) ** 2, axis=(1, 2)))
+            results.update({keys[i]: float(r) for i, r in zip(chosen, rms)})
+        return results
+
+
+# (solver, steps, theoretical order). The slope is taken between `steps` and 2 * steps,
+# where each method has reached its asymptotic rate on this problem (rhoAB-3's
+# extrapolation in rho gets there later). iPNDM's fixed equal-step weights make it second
+# order on a grid that is not uniform in rho.
+ORDER_CASES = [
+    (DEIS(order=1, method="tab"), 32, 1),
+    (DEIS(order=2, method="tab"), 32, 2),
+    (DEIS(order=3, method="tab"), 32, 3),
+    (DEIS(order=2, method="rhoab"), 32, 2),
+    (DEIS(order=3, method="rhoab"), 64, 3),
+    (RhoRungeKutta("heun"), 16, 2),
+    (RhoRungeKutta("kutta3"), 16, 3),
+    (RhoRungeKutta("rk4"), 16, 4),
+    (IPNDM(order=4), 32, 2),
+]
+
+
+@pytest.fixture(scope="module")
+def order_errors(problem):
+    return errors(problem, [(solver, (steps, 2 * steps)) for solver, steps, _ in ORDER_CASES])
+
+
+@pytest.mark.parametrize("solver, steps, order", ORDER_CASES, ids=lambda v: repr(v) if hasattr(v, "plan") else None)
+def test_convergence_order(order_errors, solver, steps, order):
+    coarse, fine = order_errors[solver, steps], order_errors[solver, 2 * steps]
+    slope = np.log2(coarse / fine)
+    assert abs(slope - order) < 0.3, (coarse, fine, slope)
+
+
+@pytest.mark.parametrize("solver", [DEIS(order=1, method="tab"), DEIS(order=1, method="rhoab"), IPNDM(order=1)])
+def test_first_order_is_ddim(solver):
+    """Every order-one variant is DDIM, coefficient by coefficient."""
+    with jax.enable_x64(True):
+        schedule = sx.schedules.VPDiscrete.ddpm_linear()
+        times = sx.solvers.time_grid(schedule, 7, "karras")
+        ddim = sx.solvers.DPMSolver(order=1, prediction="noise")
+        ours, theirs = jax.jit(lambda t: (solver.plan(schedule, t), ddim.plan(schedule, t)), compiler_options=FAST_COMPILE)(times)
+        np.testing.assert_allclose(ours.update_state, theirs.update_state, rtol=1e-13, atol=0)
+        np.testing.assert_allclose(ours.update_history[:, :1], theirs.update_history, rtol=1e-13, atol=0)
+
+
+def test_first_order_sample_matches_ddim_data_prediction(problem):
+    model, noise = problem[:2]
+    with jax.enable_x64(True):
+        ours, _ = sx.sample(model, "deis-tab1", noise, steps=6, t_end=T_END, denoise_to_zero=True)
+        ddim, _ = sx.sample(model, "ddim", noise, steps=6, t_end=T_END, denoise_to_zero=True)
+        np.testing.assert_allclose(ours, ddim, rtol=1e-10, atol=1e-12)
+
+
+def test_tab_quadrature_is_converged():
+    """The Gauss-Legendre coefficients of tAB-DEIS agree with a 10x finer rule to 1e-12
+    relative, from few (large) steps to many."""
+    schedule = sx.schedules.VPLinear()
+
+    def differences(coarse_times, fine_times):
+        out = []
+        for times in (coarse_times, fine_times):
+            default = DEIS(order=3).plan(schedule, times).update_history
+            fine = DEIS(order=3, quadrature_nodes=240).plan(schedule, times).update_history
+            out.append(jnp.max(jnp.abs(default - fine)) / jnp.max(jnp.abs(fine)))
+        return out
+
+    differences = jax.jit(differences, compiler_options=FAST_COMPILE)
+    with jax.enable_x64(True):
+        grids = [sx.solvers.time_grid(schedule, steps, "logsnr") for steps in (4, 40)]
+        assert max(float(d) for d in differences(*grids)) < 1e-12
+
+
+def test_rhoab_coefficients_are_exact_polynomial_integrals():
+    """rhoAB-DEIS of order 2 integrates the line through (rho_{i-1}, eps_{i-1}) and
+    (rho_i, eps_i) exactly: weight of eps_{i-1} = alpha_{i+1} d^2 / (2 (rho_{i-1} - rho_i))."""
+    with jax.enable_x64(True):
+        schedule = sx.schedules.VPLinear()
+        times = sx.solvers.time_grid(schedule, 6, "logsnr")
+        plan = jax.jit(DEIS(order=2, method="rhoab", lower_order_final=False).plan, compiler_options=FAST_COMPILE)(schedule, times)
+        rho = np.exp(-np.asarray(schedule.lambda_(times)))
+        alpha = np.asarray(schedule.alpha(times))
+        step = rho[2:] - rho[1:-1]
+        expected = alpha[2:] * step**2 / (2 * (rho[:-2] - rho[1:-1]))
+        np.testing.assert_allclose(np.asarray(plan.update_history[1:, 1]), expected, rtol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(plan.update_history[1:, 0] + plan.update_history[1:, 1]), alpha[2:] * step, rtol=1e-12
+        )
+
+
+def test_rk_stage_times_and_evaluations():
+    """RK4 in rho evaluates at rho_i, the rho-midpoint twice and rho_{i+1}."""
+    with jax.enable_x64(True):
+        schedule = sx.schedules.VPLinear()
+        times = sx.solvers.time_grid(schedule, 3, "logsnr")
+        rk4 = RhoRungeKutta("rk4")
+        plan = jax.jit(lambda t: rk4.plan(schedule, t, denoise_to_zero=True), compiler_options=FAST_COMPILE)(times)
+        assert plan.num_evaluations == RhoRungeKutta("rk4").evaluations(3, True) == 13
+        stage_rho = np.exp(-np.asarray(schedule.lambda_(plan.times[:-1]))).reshape(3, 4)
+        rho = np.exp(-np.asarray(schedule.lambda_(times)))
+        np.testing.assert_allclose(stage_rho[:, 0], rho[:-1], rtol=1e-12)
+        np.testing.assert_allclose(stage_rho[:, 1], stage_rho[:, 2], rtol=1e-12)
+        np.testing.assert_allclose(stage_rho[:, 1], (rho[:-1] + rho[1:]) / 2, rtol=1e-10)
+        np.testing.assert_allclose(stage_rho[:, 3], rho[1:], rtol=1e-12)
+
+
+def test_registry_and_bad_input():
+    for name in ["deis-tab1", "deis-tab2", "deis-tab3", "deis-rhoab1", "deis-rhoab2", "deis-rhoab3",
+                 "deis-rhork2", "deis-rhork3", "deis-rhork4", "ipndm"]:
+        assert sx.solvers.get(name).prediction == "noise"
+    with pytest.raises(ValueError, match="order"):
+        DEIS(order=4)
+    with pytest.raises(ValueError, match="method"):
+        DEIS(method="log")
+    with pytest.raises(ValueError, match="tableau"):
+        RhoRungeKutta("rk5")
+    with pytest.raises(ValueError, match="order"):
+        IPNDM(order=5)
