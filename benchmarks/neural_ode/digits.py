@@ -71,7 +71,7 @@ def run_seed(names, seed, epochs, batch_size=128, hidden=64):
             nfe=int(nfe), predict_time=predict_time, train_time=hist.train_time,
             train_time_median=float(np.median(hist.step_times)) * (steps - 1),
             compile_time=hist.compile_time, train_nfe_mean=float(np.mean(hist.nfe)),
-            final_loss=hist.loss[-1], steps=steps,
+            final_loss=hist.loss[-1], steps=steps, seed=seed,
         )
     return results
 

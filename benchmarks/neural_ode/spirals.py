@@ -30,8 +30,8 @@ from samplax.neural_ode.data import batches, spirals  # noqa: E402
 
 WEIGHTS = {  # (start, end) of the exponentially decaying weight
     "none": (0.0, 0.0), "steer": (0.0, 0.0), "rnode": (0.01, 0.01),
-    "taynode": (1e-3, 1e-3), "ernode": (1.0, 0.1), "srnode": (0.1, 0.1),
-    "local_unbiased": (1.0, 0.1), "local_biased": (1.0, 0.1),
+    "taynode": (1e-3, 1e-3), "ernode": (0.3, 0.03), "srnode": (0.1, 0.1),
+    "local_unbiased": (0.3, 0.03), "local_biased": (0.3, 0.03),
 }
 TOL = dict(rtol=1e-6, atol=1e-6)
 KL_WEIGHT = 0.01
@@ -74,7 +74,7 @@ def run_seed(names, seed, steps, batch_size=50):
             predict_time=predict_time, train_time=hist.train_time,
             train_time_median=float(np.median(hist.step_times)) * (steps - 1),
             compile_time=hist.compile_time, train_nfe_mean=float(np.mean(hist.nfe)),
-            final_loss=hist.loss[-1], steps=steps,
+            final_loss=hist.loss[-1], steps=steps, seed=seed,
         )
     return results
 

@@ -131,11 +131,10 @@ def integrate(
     zero = jnp.zeros((), jnp.result_type(*jtu.tree_leaves(y0)))
 
     def run(field, y_init, save_ts, wrapped=solver):
-        sol = adaptive_solve(
+        return adaptive_solve(
             diffrax.ODETerm(field), wrapped, t0, save_ts[-1], y_init, params,
             saveat=diffrax.SaveAt(ts=save_ts), **common,
         )
-        return sol
 
     if isinstance(method, NoRegularization):
         sol = run(vector_field, y0, ts)
@@ -166,7 +165,7 @@ def integrate(
             nfe = penalties(solver, sol, sol.solver_state[1]).num_evaluations
         else:
             sol = run(vector_field, y0, ts, ReservoirSolver(solver, key_pick))
-            (inner, state), sample = sol.solver_state
+            (_, state), sample = sol.solver_state
             ys, t_reg, dt_reg, y_reg = sol.ys, sample.t, sample.dt, sample.y
             nfe = penalties(solver, sol, state).num_evaluations
         local = local_penalty(

@@ -50,7 +50,8 @@ def test_wrapper_leaves_solution_steps_unchanged_and_counts_evaluations():
 
 def test_aggregations_are_consistent():
     sol, pen = solve(diffrax.ODETerm(pendulum), RegularizedSolver(rtol=1e-6, atol=1e-6),
-                     0.0, 20.0, Y0, 3.0, aggregation="sum")
+                     0.0, 20.0, Y0, 3.0, aggregation="sum",
+                     saveat=diffrax.SaveAt(ts=jnp.linspace(0.0, 20.0, 7)))
     state = sol.solver_state[1]
     err_mean, stiff_mean = aggregate(state, "mean")
     err_max, stiff_max = aggregate(state, "max")
