@@ -66,8 +66,9 @@ class GaussianMixture:
         noise = jax.random.normal(key_noise, (count, self.dimension), self.means.dtype)
         return self.means[component] + self.stds[component, None] * noise
 
-    def data_prediction(self, x, alpha, sigma):
-        """E[x_0 | x_t = x] at noise level (alpha, sigma); alpha and sigma are scalars or (B,)."""
+    def posterior_means(self, x, alpha, sigma):
+        """(E[x_0 | x_t = x], E[noise | x_t = x]) at noise level (alpha, sigma), scalars or
+        (B,). Both are computed directly, so they stay finite where alpha or sigma is 0."""
         dtype = x.dtype
         alpha = jnp.reshape(jnp.asarray(alpha, dtype), (-1, 1, 1))
         sigma = jnp.reshape(jnp.asarray(sigma, dtype), (-1, 1, 1))
@@ -80,8 +81,13 @@ class GaussianMixture:
             - 0.5 * self.dimension * jnp.log(variance[..., 0])
         )
         posterior = jax.nn.softmax(log_density, axis=-1)[..., None]  # (B, K, 1)
-        component_mean = means[None] + alpha * stds[None, :, None] ** 2 / variance * difference
-        return jnp.sum(posterior * component_mean, axis=1)
+        data = means[None] + alpha * stds[None, :, None] ** 2 / variance * difference
+        noise = sigma / variance * difference
+        return jnp.sum(posterior * data, axis=1), jnp.sum(posterior * noise, axis=1)
+
+    def data_prediction(self, x, alpha, sigma):
+        """E[x_0 | x_t = x] at noise level (alpha, sigma); alpha and sigma are scalars or (B,)."""
+        return self.posterior_means(x, alpha, sigma)[0]
 
     def denoiser(self, schedule: Schedule, prediction: str = "noise") -> Denoiser:
         """A `Denoiser` whose network is this mixture's exact `prediction` under `schedule`."""
@@ -89,9 +95,8 @@ class GaussianMixture:
 
         def network(x, t):
             alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-            data = mixture.data_prediction(x, alpha, sigma)
+            data, noise = mixture.posterior_means(x, alpha, sigma)
             alpha, sigma = alpha[:, None], sigma[:, None]
-            noise = (x - alpha * data) / sigma
             if prediction == "data":
                 return data
             if prediction == "noise":
@@ -109,23 +114,52 @@ class GaussianMixture:
 
     def flow_map(self, x_start, schedule: Schedule, t_start, t_end, tolerance: float = 1e-10):
         """The exact probability-flow ODE map from t_start to t_end (either direction),
-        solved by diffrax (Dopri8, float64, rtol = atol = tolerance)."""
+        solved by diffrax (Dopri8, float64, rtol = atol = tolerance). The equation is
+        integrated in lambda where lambda is finite at both ends, else in t (rectified flow
+        from t = 1 or to t = 0)."""
         with jax.enable_x64(True):
             lambda_start = schedule.lambda_(jnp.float64(t_start))
             lambda_end = schedule.lambda_(jnp.float64(t_end))
-            return self._flow_in_lambda(x_start, schedule, lambda_start, lambda_end, tolerance)
+            if bool(jnp.isfinite(lambda_start) & jnp.isfinite(lambda_end)):
+                return self._flow_in_lambda(x_start, schedule, lambda_start, lambda_end, tolerance)
+            return self._flow_in_time(x_start, schedule, t_start, t_end, tolerance)
 
     def flow_to_data(self, x_start, schedule: Schedule, t_start, tolerance: float = 1e-10):
-        """Where the probability-flow ODE from t_start ends at sigma = 0: the flow is solved
-        to lambda = 16 (sigma ~ 1e-7, far below every component's std) and finished with
-        the exact denoiser, whose remaining error is of order sigma^2."""
+        """Where the probability-flow ODE from t_start ends at sigma = 0. For a schedule that
+        reaches sigma = 0 (rectified flow) that is the flow map to t_min; otherwise the flow
+        is solved to lambda = 16 (sigma ~ 1e-7, far below every component's std) and
+        finished with the exact denoiser, whose remaining error is of order sigma^2."""
         with jax.enable_x64(True):
+            if float(schedule.sigma(jnp.float64(schedule.t_min))) == 0.0:
+                return self.flow_map(x_start, schedule, t_start, schedule.t_min, tolerance)
             lambda_start = schedule.lambda_(jnp.float64(t_start))
             lambda_end = jnp.float64(16.0)
             x_end = self._flow_in_lambda(x_start, schedule, lambda_start, lambda_end, tolerance)
             alpha, sigma = schedule.alpha_sigma_from_lambda(lambda_end)
             mixture = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), self)
             return np.asarray(mixture.data_prediction(jnp.asarray(x_end), alpha, sigma))
+
+    def _flow_in_time(self, x_start, schedule, t_start, t_end, tolerance):
+        """Integrate dx/dt = alpha'(t) E[x_0 | x] + sigma'(t) E[noise | x] in t."""
+        with jax.enable_x64(True):
+            mixture = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), self)
+
+            def vector_field(t, x, args):
+                data, noise = mixture.posterior_means(x, schedule.alpha(t), schedule.sigma(t))
+                d_alpha, d_sigma = schedule.alpha_sigma_derivatives(t)
+                return d_alpha * data + d_sigma * noise
+
+            solution = diffrax.diffeqsolve(
+                diffrax.ODETerm(vector_field),
+                diffrax.Dopri8(),
+                t0=jnp.float64(t_start),
+                t1=jnp.float64(t_end),
+                dt0=None,
+                y0=jnp.asarray(x_start, jnp.float64),
+                stepsize_controller=diffrax.PIDController(rtol=tolerance, atol=tolerance),
+                max_steps=100_000,
+            )
+            return np.asarray(solution.ys[-1])
 
     def _flow_in_lambda(self, x_start, schedule, lambda_start, lambda_end, tolerance):
         """Integrate y = x / sigma in lambda, where dy/dlambda = exp(lambda) E[x_0 | x]: a

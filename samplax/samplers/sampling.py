@@ -19,7 +19,7 @@ from samplax.samplers.denoiser import Denoiser
 from samplax.solvers.base import AdaptiveSolver, FixedGridSolver
 from samplax.solvers.base import get as get_solver
 from samplax.solvers.engine import run_plan
-from samplax.solvers.grids import check_grid, time_grid
+from samplax.solvers.grids import check_grid, default_grid, time_grid
 
 __all__ = ["Info", "sample", "invert"]
 
@@ -52,6 +52,8 @@ def _check_inputs(model, solver, x, name):
 def _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse):
     """The grid (from noise to data) as an array, and the number of steps."""
     schedule = model.schedule
+    if grid is None:
+        grid = default_grid(schedule)
     if isinstance(grid, str):
         if steps is None:
             raise ValueError("steps is required when grid is a name; pass steps=... or an array grid")
@@ -71,6 +73,19 @@ def _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse):
                 else "give the grid from noise to data (decreasing times), as for sample()"
             )
     return times, times.shape[0] - 1
+
+
+def _check_exponential_end_points(model, solver, times):
+    """Exponential integrators step in lambda, which is infinite where alpha or sigma is 0."""
+    if solver.prediction not in ("data", "noise") or isinstance(times, jax.core.Tracer):
+        return
+    lambdas = np.asarray(model.schedule.lambda_(times[np.array([0, -1])]))
+    if not np.all(np.isfinite(lambdas)):
+        raise ValueError(
+            f"{type(solver).__name__} integrates in lambda = log(alpha / sigma), which is infinite at "
+            "an end of this grid (t = 0 or t = 1 on rectified flow); start below t = 1 and stop "
+            "above t = 0, e.g. t_start=0.999, t_end=1e-3 with denoise_to_zero=True, or use a flow solver"
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("solver", "denoise_to_zero", "return_trajectory"))
@@ -99,7 +114,7 @@ def sample(
     noise: jax.Array,
     *,
     steps: int | None = None,
-    grid="logsnr",
+    grid=None,
     t_start=None,
     t_end=None,
     denoise_to_zero: bool = False,
@@ -113,8 +128,9 @@ def sample(
         noise: standard normal noise, batch first; the initial state is
             sigma(t_start) * noise.
         steps: number of grid intervals (ignored by adaptive solvers).
-        grid: a grid kind ("logsnr", "uniform", "quadratic", "karras") or an explicit
-            decreasing array of times from t_start to t_end.
+        grid: a grid kind ("logsnr", "uniform", "quadratic", "karras", "shifted") or an
+            explicit decreasing array of times from t_start to t_end. Default: "logsnr" for
+            diffusion schedules, "uniform" for rectified flow.
         t_start, t_end: end points (default: the schedule's t_max and t_min).
         denoise_to_zero: finish with one more evaluation at t_end that returns the data
             prediction there (the step to sigma = 0).
@@ -138,6 +154,7 @@ def sample(
         _check_output(result, "sampling")
         return result, Info(nfe=nfe, times=None)
     times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=False)
+    _check_exponential_end_points(model, solver, times)
     x = schedule.sigma(times[0]).astype(noise.dtype) * noise
     result, trajectory = _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory)
     _check_output(result, "sampling")
@@ -151,7 +168,7 @@ def invert(
     data: jax.Array,
     *,
     steps: int | None = None,
-    grid="logsnr",
+    grid=None,
     t_start=None,
     t_end=None,
     return_trajectory: bool = False,
@@ -164,6 +181,7 @@ def invert(
     if solver.adaptive:
         raise ValueError("invert() needs a fixed-grid solver; adaptive solvers only sample")
     times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=True)
+    _check_exponential_end_points(model, solver, times)
     reversed_times = times[::-1]
     result, trajectory = _run_fixed(model, solver, data, reversed_times, False, return_trajectory)
     noise = result / model.schedule.sigma(times[0]).astype(result.dtype)

@@ -14,7 +14,7 @@ import numpy as np
 
 from samplax.schedules import Schedule
 
-__all__ = ["GRIDS", "time_grid", "check_grid"]
+__all__ = ["GRIDS", "check_grid", "default_grid", "time_grid"]
 
 GRIDS = ("uniform", "logsnr", "quadratic", "karras", "shifted")
 
@@ -61,6 +61,7 @@ def time_grid(
         times = (jnp.sqrt(t_start) + fraction * (jnp.sqrt(t_end) - jnp.sqrt(t_start))) ** 2
     else:
         lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
+        _check_finite_lambda(kind, lambda_start, lambda_end)
         if kind == "logsnr":
             lambdas = lambda_start + fraction * (lambda_end - lambda_start)
         else:  # karras: rho-spacing of the VE noise level sigma / alpha = exp(-lambda)
@@ -69,6 +70,23 @@ def time_grid(
         times = schedule.inverse_lambda(lambdas)
     # Pin the end points exactly: inverse_lambda may round them.
     return times.at[0].set(t_start).at[-1].set(t_end)
+
+
+def default_grid(schedule: Schedule) -> str:
+    """"logsnr" for diffusion schedules; "uniform" for rectified flow, whose lambda is
+    infinite at both ends."""
+    return "uniform" if type(schedule).__name__ == "RectifiedFlow" else "logsnr"
+
+
+def _check_finite_lambda(kind, lambda_start, lambda_end):
+    if isinstance(lambda_start, jax.core.Tracer) or isinstance(lambda_end, jax.core.Tracer):
+        return
+    if not (np.isfinite(float(lambda_start)) and np.isfinite(float(lambda_end))):
+        raise ValueError(
+            f"grid {kind!r} is spaced in lambda = log(alpha / sigma), which is infinite at an "
+            "end point here (t = 0 or t = 1 on rectified flow); use grid='uniform' or "
+            "'shifted', or end points strictly inside the schedule's range"
+        )
 
 
 def check_grid(schedule: Schedule, times) -> None:
