@@ -113,7 +113,10 @@ def markdown(report):
             [results[str(n)]["learned"] if str(n) in results else None for n in nfes],
         )
     best = report["best_learned"]
-    row("**samplax best learned** (chosen by training loss)", [best[str(n)]["error"] if str(n) in best else None for n in nfes])
+    row(
+        "**samplax best learned** (chosen by training loss)",
+        [best[str(n)]["error"] if str(n) in best else None for n in nfes],
+    )
     row("solver", [best[str(n)]["solver"] if str(n) in best else None for n in nfes], fmt="{}")
     peers = report.get("best_peer", {})
     if peers:
@@ -132,7 +135,23 @@ def markdown(report):
     lines += [
         "",
         f"Reference solve error on the held-out noise: {report['reference_error']:.2e}. "
-        "Training RMS before -> after fitting, and fit time, are in learned_grids.json.",
+        "Training RMS before -> after fitting, the fitted grids and fit times are in "
+        "benchmarks/results/learned_grids.json.",
+        "",
+        "## Using a learned grid",
+        "",
+        "```python",
+        "import jax, samplax as sx",
+        "",
+        "times, info = sx.tune_grid(model, \"unipc-bh1-3\", 7, jax.random.PRNGKey(0), shape=(64,))",
+        "sx.save_grid(\"checkpoint/grid_unipc-bh1-3_nfe8.json\", times, solver=\"unipc-bh1-3\", steps=7,",
+        "             denoise_to_zero=True)",
+        "times, metadata = sx.load_grid(\"checkpoint/grid_unipc-bh1-3_nfe8.json\")",
+        "x, _ = sx.sample(model, \"unipc-bh1-3\", noise, grid=times, denoise_to_zero=True)",
+        "```",
+        "",
+        "The grid is specific to the model, the solver, the number of steps and the end points; "
+        "fit it once per checkpoint and keep it next to the checkpoint.",
         "",
     ]
     return "\n".join(lines)
@@ -155,7 +174,19 @@ def main():
     parser.add_argument("--out", default=os.path.join(HERE, "results", "learned_grids.json"))
     parser.add_argument("--markdown", default=os.path.join(HERE, "LEARNED_GRIDS.md"))
     parser.add_argument("--peer-results", default=os.path.join(HERE, "results", "dpm_benchmark.json"))
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the markdown (and peer columns) from an existing --out"
+    )
     args = parser.parse_args()
+    if args.render_only:
+        with open(args.out) as file:
+            report = json.load(file)
+        peers = best_peers(args.peer_results)
+        report["best_peer"] = {str(n): {"config": c, "error": e} for n, (c, e) in peers.items() if n in report["nfes"]}
+        write_atomically(args.out, json.dumps(report, indent=1))
+        write_atomically(args.markdown, markdown(report))
+        print(markdown(report))
+        return
 
     mixture, schedule, noise, reference = diffusion_problem()
     model = mixture.denoiser(schedule, "noise")
@@ -181,7 +212,9 @@ def main():
     for solver in args.solvers:
         report["results"][solver] = {}
         for nfe in args.nfes:
-            baseline = {grid: held_out_error(model, solver, noise, reference, grid, steps=nfe - 1)[0] for grid in BASELINE_GRIDS}
+            baseline = {
+                grid: held_out_error(model, solver, noise, reference, grid, steps=nfe - 1)[0] for grid in BASELINE_GRIDS
+            }
             times, info, seconds = fit(model, solver, nfe, args, shape)
             learned, used = held_out_error(model, solver, noise, reference, times)
             if used != nfe:

@@ -113,7 +113,8 @@ def test_first_order_is_ddim(solver):
         schedule = sx.schedules.VPDiscrete.ddpm_linear()
         times = sx.solvers.time_grid(schedule, 7, "karras")
         ddim = sx.solvers.DPMSolver(order=1, prediction="noise")
-        ours, theirs = jax.jit(lambda t: (solver.plan(schedule, t), ddim.plan(schedule, t)), compiler_options=FAST_COMPILE)(times)
+        both = jax.jit(lambda t: (solver.plan(schedule, t), ddim.plan(schedule, t)), compiler_options=FAST_COMPILE)
+        ours, theirs = both(times)
         np.testing.assert_allclose(ours.update_state, theirs.update_state, rtol=1e-13, atol=0)
         np.testing.assert_allclose(ours.update_history[:, :1], theirs.update_history, rtol=1e-13, atol=0)
 
@@ -151,7 +152,8 @@ def test_rhoab_coefficients_are_exact_polynomial_integrals():
     with jax.enable_x64(True):
         schedule = sx.schedules.VPLinear()
         times = sx.solvers.time_grid(schedule, 6, "logsnr")
-        plan = jax.jit(DEIS(order=2, method="rhoab", lower_order_final=False).plan, compiler_options=FAST_COMPILE)(schedule, times)
+        solver = DEIS(order=2, method="rhoab", lower_order_final=False)
+        plan = jax.jit(solver.plan, compiler_options=FAST_COMPILE)(schedule, times)
         rho = np.exp(-np.asarray(schedule.lambda_(times)))
         alpha = np.asarray(schedule.alpha(times))
         step = rho[2:] - rho[1:-1]
