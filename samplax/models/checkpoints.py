@@ -130,9 +130,9 @@ def load(path, template, *, part: str | None = None):
     leaves = []
     for (_, leaf), key in zip(paths, expected):
         value = np.asarray(arrays[key])
-        if value.shape != np.shape(leaf):
-            raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {np.shape(leaf)}")
-        leaves.append(value.astype(np.asarray(leaf).dtype))
+        if value.shape != tuple(np.shape(leaf)):
+            raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {tuple(np.shape(leaf))}")
+        leaves.append(value.astype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
     return jax.tree_util.tree_unflatten(treedef, leaves), payload["config"]
 
 
@@ -150,7 +150,8 @@ def load_model(path) -> tuple[nnx.Module, dict]:
     config = read_config(path)
     if "network" not in config or "network_kwargs" not in config:
         raise CheckpointError(f"{str(path)!r} is a checkpoint but not of a network (no 'network' in its config)")
-    module = build(config["network"], config["network_kwargs"])
+    # Build the module abstractly (shapes only, no initialisation work), then fill in weights.
+    module = nnx.eval_shape(lambda: build(config["network"], config["network_kwargs"]))
     template = nnx.state(module, nnx.Param)
     part = "ema" if config.get("kind") == "training" else None
     params, _ = load(path, template, part=part)
