@@ -6,7 +6,11 @@ schedule), each on several time grids. Inversion: data (the exact endpoints) -> 
 data with NFE per direction in {8, 16, 32, 60}: the distance of the inverted noise from
 the exact ODE inverse (the noise the data came from) and the round-trip error.
 
-    python benchmarks/flow_benchmark.py [--samples 500] [--quick]
+With --peers, diffusers' flow samplers (FlowMatchEuler, and DPM-Solver++ and UniPC with flow
+sigmas) run on the same mixture and noise in the peer environment (benchmarks/peers/README.md,
+--peer-python) and are scored against the same reference.
+
+    python benchmarks/flow_benchmark.py [--samples 500] [--quick] [--peers]
 
 Writes benchmarks/results/flow_benchmark.json and benchmarks/FLOW_RESULTS.md.
 """
@@ -18,6 +22,8 @@ import json
 import os
 import pathlib
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -39,6 +45,9 @@ EXPONENTIAL_SOLVERS = ("dpm++2m", "dpm++3m", "unipc-bh2-2")
 REVERSIBLE = "reversible-heun"
 SHIFTS = (3.0, 0.5, 1.0 / 3.0)
 SCHEDULE = sx.schedules.RectifiedFlow()
+PEER_RUNNER = ROOT / "peers" / "flow_peer_runner.py"
+# FlowMatchEuler (shift 1) at large NFE: it must converge to the reference (sign/time check).
+CONVERGENCE_CONFIG, CONVERGENCE_NFES = "diffusers_flowmatch_euler_shift1", (100, 1000)
 
 
 def exact_velocity_network(mixture: sx.GaussianMixture):
@@ -163,10 +172,137 @@ def run_adaptive(model, noise, reference):
     return rows
 
 
+def _run_peer_runner(mixture, noise, nfes, only, peer_python, directory) -> dict:
+    """Run flow_peer_runner.py on the mixture and noise for `nfes`; its output arrays."""
+    problem, out = os.path.join(directory, f"problem{only}.npz"), os.path.join(directory, f"peers{only}.npz")
+    np.savez(problem, means=np.asarray(mixture.means, np.float64), stds=np.asarray(mixture.stds, np.float64),
+             weights=np.asarray(mixture.weights, np.float64), noise=noise, nfes=np.array(nfes))
+    subprocess.run([peer_python, str(PEER_RUNNER), "--problem", problem, "--out", out, "--only", only], check=True)
+    with np.load(out) as data:
+        return {key: data[key] for key in data.files}
+
+
+def _peer_rows(peers, reference):
+    """One row per config and NFE: RMS error against the t = 0 reference."""
+    configs = json.loads(str(peers["configs"]))
+    rows = []
+    for key in peers:
+        if key.startswith("samples/"):
+            _, config, nfe = key.split("/")
+            rows.append({"solver": config, "scheduler": configs[config]["scheduler"], "nfe": int(nfe),
+                         "rms_error": rms(peers[key], reference),
+                         "final_sigma": float(peers[f"final_sigma/{config}/{nfe}"])})
+    return rows
+
+
+def run_peers(mixture, model, noise, reference, peer_python):
+    """diffusers' flow samplers on the same problem, scored against the same reference; the
+    FlowMatchEuler convergence check; and samplax Euler on FlowMatchEuler's own grids, which
+    must agree with it to float32 rounding (same sign and time convention)."""
+    with tempfile.TemporaryDirectory() as directory:
+        peers = _run_peer_runner(mixture, noise, SAMPLING_NFES, "", peer_python, directory)
+        convergence = _run_peer_runner(mixture, noise, CONVERGENCE_NFES, CONVERGENCE_CONFIG, peer_python, directory)
+    sampling, convergence = _peer_rows(peers, reference), _peer_rows(convergence, reference)
+    for row in sampling + convergence:
+        print(f"peer {row['solver']:44s} nfe {row['nfe']:4d} {row['rms_error']:.3e}", flush=True)
+    agreement = []
+    for key in peers:
+        if key.startswith("samples/diffusers_flowmatch_euler"):
+            _, config, nfe = key.split("/")
+            grid = jnp.asarray(peers[f"sigmas/{config}/{nfe}"], jnp.float32)
+            ours, _ = sx.sample(model, "euler", noise, grid=grid)
+            agreement.append({"solver": config, "nfe": int(nfe),
+                              "relative_difference": rms(ours, peers[key]) / rms(peers[key], 0.0)})
+    return {"sampling": sampling, "convergence": convergence,
+            "euler_agreement": agreement, "configs": json.loads(str(peers["configs"])),
+            "versions": json.loads(str(peers["versions"]))}
+
+
+def _lowest(rows, criterion="rms_error"):
+    """The row with the smallest finite `criterion`, or None."""
+    finite = [r for r in rows if np.isfinite(r[criterion])]
+    return min(finite, key=lambda r: r[criterion]) if finite else None
+
+
 def _best(rows, criterion, solver, nfe_key, nfe):
     """The row of `solver` at `nfe` with the smallest finite `criterion`, or None."""
-    candidates = [r for r in rows if r["solver"] == solver and r[nfe_key] == nfe and np.isfinite(r[criterion])]
-    return min(candidates, key=lambda r: r[criterion]) if candidates else None
+    return _lowest([r for r in rows if r["solver"] == solver and r[nfe_key] == nfe], criterion)
+
+
+def _peer_name(config: str) -> str:
+    return config.removeprefix("diffusers_")
+
+
+PEER_LABELS = {"FlowMatchEulerDiscreteScheduler": "diffusers FlowMatchEuler",
+               "DPMSolverMultistepScheduler": "diffusers DPM-Solver++ (flow sigmas)",
+               "UniPCMultistepScheduler": "diffusers UniPC (flow sigmas)"}
+
+
+def _peer_markdown(results, short) -> tuple[list, list]:
+    """The side-by-side rows for the sampling table, and the peers' own section."""
+    ours, peers = results["sampling"], results["peers"]
+    best_ours = {nfe: _lowest([r for r in ours if r["nfe"] == nfe]) for nfe in SAMPLING_NFES}
+    rows = ["| **samplax, best** | " + " | ".join(
+        f"**{best_ours[n]['rms_error']:.2e}** ({best_ours[n]['solver']}, {short[best_ours[n]['grid']]})"
+        for n in SAMPLING_NFES) + " |"]
+    best_peer = {}
+    for scheduler in dict.fromkeys(r["scheduler"] for r in peers["sampling"]):
+        cells = []
+        for nfe in SAMPLING_NFES:
+            best = _lowest([r for r in peers["sampling"] if r["scheduler"] == scheduler and r["nfe"] == nfe])
+            cells.append("-" if best is None else f"{best['rms_error']:.2e} ({_peer_name(best['solver'])})")
+            if best is not None and best["rms_error"] < best_peer.get(nfe, np.inf):
+                best_peer[nfe] = best["rms_error"]
+        rows.append(f"| {PEER_LABELS[scheduler]}, best config | " + " | ".join(cells) + " |")
+    rows.append("| best peer / best samplax | " + " | ".join(
+        f"{best_peer[n] / best_ours[n]['rms_error']:.2f}" for n in SAMPLING_NFES) + " |")
+    wins = all(best_peer[n] > best_ours[n]["rms_error"] for n in SAMPLING_NFES)
+    versions = peers["versions"]
+    section = [
+        "",
+        "## diffusers' flow samplers on the same problem",
+        "",
+        f"diffusers {versions['diffusers']} (torch {versions['torch']}, CPU) run by "
+        "`benchmarks/peers/flow_peer_runner.py` in the peer environment on the same mixture, the same noise "
+        "at t = 1 and the same reference at t = 0. The model is the exact velocity noise - x0 computed in "
+        "float64 in torch and returned as float32; diffusers' flow sigma is our t. NFE = model calls counted "
+        "in the model wrapper (= inference steps for all three schedulers). "
+        f"samplax's best beats every peer config at every NFE: **{'yes' if wins else 'no'}**.",
+        "",
+        "All configs (RMS error at t = 0; NaN where the output is not finite):",
+        "",
+        "| config | " + " | ".join(f"NFE {n}" for n in SAMPLING_NFES) + " |",
+        "|---" * (len(SAMPLING_NFES) + 1) + "|",
+    ]
+    for config in dict.fromkeys(r["solver"] for r in peers["sampling"]):
+        errors = {r["nfe"]: r["rms_error"] for r in peers["sampling"] if r["solver"] == config}
+        section.append(f"| {_peer_name(config)} | "
+                       + " | ".join(f"{errors[n]:.2e}" if n in errors else "-" for n in SAMPLING_NFES) + " |")
+    convergence = ", ".join(f"NFE {r['nfe']}: {r['rms_error']:.2e}" for r in peers["convergence"])
+    agreement = max(r["relative_difference"] for r in peers["euler_agreement"])
+    section += [
+        "",
+        "Conventions checked:",
+        "",
+        f"- {_peer_name(CONVERGENCE_CONFIG)} converges to the reference: {convergence} "
+        "(first order).",
+        "- samplax's Euler on FlowMatchEuler's own sigma grids reproduces its samples to a relative RMS "
+        f"difference of at most {agreement:.1e} (float32), at every NFE and shift.",
+        "",
+        "Peer behaviour to know (details in benchmarks/peers/README.md):",
+        "",
+        "- FlowMatchEuler calls the model at `timestep / 1000` = sigma. With shift 3 it shifts the end of "
+        "its range twice: its last nonzero sigma is about 0.009 instead of 0.003.",
+        "- DPM-Solver++ and UniPC use `use_flow_sigmas=True`, `prediction_type=\"flow_prediction\"`. "
+        "DPM-Solver++ starts at sigma = shift(0.999), UniPC at 1 - 1e-6, from the noise as given; both end "
+        "with a first-order step to sigma = 0. Their `timesteps` are `int64(1000 sigma)`: configs without a "
+        "suffix call the model at `timestep / 1000`, as a pipeline does, `_sigma_t` configs at the "
+        "scheduler's own float sigma.",
+        "- UniPC bh1 returns NaN with `final_sigmas_type=\"zero\"`. The bh1 configs use `\"sigma_min\"`: "
+        "their last step has zero length, so they stop at the last grid sigma (1/N before the shift) and are "
+        "scored there against the t = 0 reference.",
+    ]
+    return rows, section
 
 
 def markdown(results) -> str:
@@ -178,8 +314,8 @@ def markdown(results) -> str:
         f"64-D mixture of 8 components (stds 0.05-0.25), {results['samples']} samples, exact velocity, float32; "
         "RMS error at t = 0 against the exact ODE endpoint (Dopri8, float64). Each entry is the solver's best "
         "grid among uniform and shifts s = 3, 1/2, 1/3 (in brackets: u, s3, s0.5, s0.33); '-' where no whole "
-        "number of steps spends that NFE. Command: `python benchmarks/flow_benchmark.py`; machine: "
-        f"{results['machine']}.",
+        f"number of steps spends that NFE. Command: `{results.get('command', 'python benchmarks/flow_benchmark.py')}`; "
+        f"machine: {results['machine']}.",
         "",
         "| solver | " + " | ".join(f"NFE {n}" for n in SAMPLING_NFES) + " |",
         "|---" * (len(SAMPLING_NFES) + 1) + "|",
@@ -191,6 +327,8 @@ def markdown(results) -> str:
             best = _best(sampling, "rms_error", solver, "nfe", nfe)
             cells.append("-" if best is None else f"{best['rms_error']:.2e} ({short[best['grid']]})")
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    peer_rows, peer_section = _peer_markdown(results, short) if "peers" in results else ([], [])
+    lines += peer_rows
     lines += ["", "Adaptive reference solves (mean NFE per sample, RMS error):", ""]
     for row in results["adaptive"]:
         lines.append(f"- {row['solver']} rtol = atol = {row['tolerance']:g}: NFE {row['mean_nfe']:.1f}, "
@@ -246,6 +384,7 @@ def markdown(results) -> str:
         "t = 1 - 1e-5 to t = 1e-3 and finish with the denoising step to t = 0 (NFE = steps + 1): "
         "lambda = log(alpha / sigma) is infinite at t = 1 and t = 0 on this path.",
     ]
+    lines += peer_section
     return "\n".join(lines) + "\n"
 
 
@@ -266,21 +405,26 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="a few solvers only, for a smoke test")
+    parser.add_argument("--peers", action="store_true", help="also run diffusers' flow samplers")
+    parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
     parser.add_argument("--output", type=pathlib.Path, default=ROOT / "results" / "flow_benchmark.json")
     parser.add_argument("--markdown", type=pathlib.Path, default=ROOT / "FLOW_RESULTS.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    _, model, noise, reference = rectified_flow_problem(args.samples)
+    mixture, model, noise, reference = rectified_flow_problem(args.samples)
     flow = ("euler", "fireflow") if args.quick else FLOW_SOLVERS
     exponential = () if args.quick else EXPONENTIAL_SOLVERS
     results = {
         "samples": args.samples,
+        "command": " ".join(["python", "benchmarks/flow_benchmark.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
         f"on {jax.default_backend()}",
         "sampling": run_sampling(model, noise, reference, flow + exponential + (REVERSIBLE,)),
         "inversion": run_inversion(model, noise, reference, flow + (REVERSIBLE,)),
         "adaptive": [] if args.quick else run_adaptive(model, noise, reference),
     }
+    if args.peers:
+        results["peers"] = run_peers(mixture, model, noise, reference, args.peer_python)
     results["seconds"] = time.perf_counter() - started
     _write_atomic(args.output, json.dumps(results, indent=1))
     _write_atomic(args.markdown, markdown(results))

@@ -47,8 +47,34 @@ import numpy as np
 import torch
 
 
-class MixtureEpsModel:
-    """Exact noise prediction of an isotropic Gaussian mixture, with a call log.
+class MixturePosterior:
+    """Exact posterior means of an isotropic Gaussian mixture, in float64, with a call log."""
+
+    def __init__(self, problem):
+        self.means = torch.as_tensor(problem["means"], dtype=torch.float64)
+        self.stds = torch.as_tensor(problem["stds"], dtype=torch.float64)
+        self.log_weights = torch.log(torch.as_tensor(problem["weights"], dtype=torch.float64))
+        self.calls = []
+
+    def posterior_means(self, x, alpha, sigma):
+        """(E[x0 | x], E[eps | x]) for x = alpha x0 + sigma eps; alpha, sigma of shape (B,).
+
+        E[eps | x] is written without dividing by sigma, so it is finite at sigma = 0.
+        """
+        a, s = alpha[:, None], sigma[:, None]
+        s2 = self.stds[None, :] ** 2
+        var = a**2 * s2 + s**2
+        diff = x[:, None, :] - a[:, :, None] * self.means[None]
+        dim = x.shape[-1]
+        log_prob = self.log_weights - 0.5 * (diff**2).sum(-1) / var - 0.5 * dim * torch.log(2 * math.pi * var)
+        weights = torch.softmax(log_prob, dim=-1)[:, :, None]
+        x0 = (weights * (self.means[None] + (a * s2 / var)[:, :, None] * diff)).sum(1)
+        eps = (weights * (s / var)[:, :, None] * diff).sum(1)
+        return x0, eps
+
+
+class MixtureEpsModel(MixturePosterior):
+    """Exact noise prediction of the mixture under the problem's DDPM schedule.
 
     Called as model(x, t) with t in DDPM index units (0..999); fractional t uses
     log(alpha) interpolated linearly between the integer indices, which is exact at
@@ -57,12 +83,9 @@ class MixtureEpsModel:
     """
 
     def __init__(self, problem):
-        self.means = torch.as_tensor(problem["means"], dtype=torch.float64)
-        self.stds = torch.as_tensor(problem["stds"], dtype=torch.float64)
-        self.log_weights = torch.log(torch.as_tensor(problem["weights"], dtype=torch.float64))
+        super().__init__(problem)
         alphas_cumprod = np.cumprod(1.0 - np.asarray(problem["betas"], dtype=np.float64))
         self.log_alpha = torch.as_tensor(0.5 * np.log(alphas_cumprod))
-        self.calls = []
 
     def alpha_at(self, t):
         """alpha for DDPM index t (tensor of shape (B,)), float64."""
@@ -71,26 +94,11 @@ class MixtureEpsModel:
         w = t - low
         return torch.exp((1 - w) * self.log_alpha[low] + w * self.log_alpha[low + 1])
 
-    def data_prediction(self, x, alpha, sigma):
-        """Posterior mean E[x0 | x] for x = alpha x0 + sigma eps; alpha, sigma of shape (B,)."""
-        a = alpha[:, None]
-        s2 = self.stds[None, :] ** 2
-        var = a**2 * s2 + sigma[:, None] ** 2
-        diff = x[:, None, :] - a[:, :, None] * self.means[None]
-        dim = x.shape[-1]
-        log_prob = self.log_weights - 0.5 * (diff**2).sum(-1) / var - 0.5 * dim * torch.log(2 * math.pi * var)
-        weights = torch.softmax(log_prob, dim=-1)
-        x0_k = self.means[None] + (a * s2 / var)[:, :, None] * diff
-        return (weights[:, :, None] * x0_k).sum(1)
-
     def __call__(self, x, t):
         t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
         self.calls.append(float(t[0]))
-        x64 = x.to(torch.float64)
         alpha = self.alpha_at(t)
-        sigma = torch.sqrt(1 - alpha**2)
-        x0 = self.data_prediction(x64, alpha, sigma)
-        eps = (x64 - alpha[:, None] * x0) / sigma[:, None]
+        _, eps = self.posterior_means(x.to(torch.float64), alpha, torch.sqrt(1 - alpha**2))
         return eps.to(torch.float32)
 
 
