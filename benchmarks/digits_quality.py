@@ -26,13 +26,13 @@ import numpy as np
 
 import samplax
 from samplax import metrics
-from samplax.cli import FLOW_T_END
+from samplax.cli import default_solver
 from samplax.models import data, pretrained
 
 # solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
 SOLVERS = {
     "digits-diffusion": {"dpm++2m": (5, 10, 20, 100), "dpm++3m": (10, 20), "unipc-bh2-2": (10, 20), "ddim": (10, 20)},
-    "digits-flow": {"dpm++2m": (5, 10, 20, 100), "euler": (10, 20), "heun": (10, 20), "rf-solver-2": (10, 20)},
+    "digits-flow": {"euler": (5, 10, 20, 100), "heun": (10, 20), "midpoint": (10, 20), "rf-solver-2": (10, 20)},
 }
 ROOT = pathlib.Path(__file__).resolve().parent
 
@@ -52,8 +52,8 @@ def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
     noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
     labels = np.asarray(seeds) % 10
     model = pretrained.denoiser(model_name, labels=labels, guidance_scale=guidance)
-    t_end = FLOW_T_END if model_name == "digits-flow" else None
-    images, info = samplax.sample(model, solver_name, noise, steps=steps, t_end=t_end)
+    grid = "uniform" if model_name == "digits-flow" else "logsnr"
+    images, info = samplax.sample(model, solver_name, noise, steps=steps, grid=grid)
     return np.asarray(images), labels, int(info.nfe)
 
 
@@ -75,7 +75,7 @@ def main() -> None:
                 started = time.perf_counter()
                 try:
                     images, labels, nfe = _draw(model_name, solver_name, steps, args.samples, args.guidance)
-                except FloatingPointError as error:
+                except (FloatingPointError, ValueError) as error:
                     rows.append({"model": model_name, "solver": solver_name, "steps": steps, "nfe": target, "error": str(error)})
                     continue
                 row = {
@@ -90,14 +90,15 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
-    # Throughput: the same batch, second call (compiled), dpm++2m at 10 NFE.
+    # Throughput: the same batch, second call (compiled), the command line's solver at 10 NFE.
     throughput = {}
     for model_name in args.models.split(","):
-        _draw(model_name, "dpm++2m", 10, args.samples, args.guidance)
+        solver_name = default_solver(model_name)
+        _draw(model_name, solver_name, 10, args.samples, args.guidance)
         started = time.perf_counter()
-        images, _, _ = _draw(model_name, "dpm++2m", 10, args.samples, args.guidance)
+        images, _, _ = _draw(model_name, solver_name, 10, args.samples, args.guidance)
         seconds = time.perf_counter() - started
-        throughput[model_name] = {"batch": args.samples, "solver": "dpm++2m", "nfe": 10, "guidance": args.guidance,
+        throughput[model_name] = {"batch": args.samples, "solver": solver_name, "nfe": 10, "guidance": args.guidance,
                                   "seconds": round(seconds, 3), "images_per_s": round(args.samples / seconds, 1)}
         print(json.dumps({"throughput": model_name, **throughput[model_name]}), flush=True)
 

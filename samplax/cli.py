@@ -1,7 +1,7 @@
 """`samplax-sample`: write images from a shipped or saved model.
 
     samplax-sample                                    # 64 digits into ./samples
-    samplax-sample --model digits-flow --solver dpm++2m --steps 8 --outdir flow
+    samplax-sample --model digits-flow --solver heun --steps 8 --outdir flow
     samplax-sample --label 3 --seeds 0-15 --guidance-scale 3 --outdir threes
     samplax-sample --model outputs/my-model.msgpack --seeds 0,5,10-20 --outdir mine
 
@@ -29,10 +29,19 @@ import numpy as np
 __all__ = ["main", "parse_seeds", "parser"]
 
 MODELS = ("digits-diffusion", "digits-flow")
-DEFAULTS = {"solver": "dpm++2m", "steps": 15, "guidance_scale": 2.0}
-# Rectified flow's lambda is infinite at t = 0, so exponential integrators stop just short.
-FLOW_T_END = 1e-3
+DEFAULTS = {"steps": 15, "guidance_scale": 2.0}
 BASE_SEED = 0
+
+
+def default_solver(model: str, schedule: str | None = None) -> str:
+    """DPM-Solver++ 2M for diffusion models; Euler for flows, whose log-SNR is infinite at
+    both ends of the path (exponential integrators need t inside (0, 1))."""
+    return "euler" if "rectified-flow" in (model, schedule) or model == "digits-flow" else "dpm++2m"
+
+
+def default_grid(schedule: str) -> str:
+    """Uniform in t for flows (the log-SNR grid is infinite at their end points)."""
+    return "uniform" if schedule == "rectified-flow" else "logsnr"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -95,11 +104,11 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="samplax-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="digits-diffusion",
                    help=f"{' or '.join(MODELS)}, or a checkpoint path (.msgpack) (default: %(default)s)")
-    p.add_argument("--solver", default=DEFAULTS["solver"], help="solver registry name, see samplax.solvers.names() (default: %(default)s)")
+    p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() (default: dpm++2m for diffusion, euler for flow)")
     p.add_argument("--steps", type=_positive, default=DEFAULTS["steps"], help="grid intervals (default: %(default)s)")
-    p.add_argument("--grid", default="logsnr", help="time grid: logsnr, uniform, quadratic, karras (default: %(default)s)")
+    p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras (default: logsnr for diffusion, uniform for flow)")
     p.add_argument("--t-end", type=float, default=None,
-                   help=f"final time (default: the schedule's t_min; {FLOW_T_END} on rectified flow)")
+                   help="final time (default: the schedule's t_min)")
     p.add_argument("--guidance-scale", type=float, default=DEFAULTS["guidance_scale"],
                    help="classifier-free guidance weight, 1 for none (default: %(default)s)")
     p.add_argument("--label", type=_label, default=None,
@@ -122,9 +131,9 @@ def _check_arguments(args) -> None:
     from samplax.models import pretrained
     from samplax.solvers.grids import GRIDS
 
-    if args.solver not in solvers.names():
+    if args.solver is not None and args.solver not in solvers.names():
         raise UsageError(f"unknown --solver {args.solver!r}; choose one of {', '.join(solvers.names())}")
-    if args.grid not in GRIDS:
+    if args.grid is not None and args.grid not in GRIDS:
         raise UsageError(f"unknown --grid {args.grid!r}; choose one of {', '.join(GRIDS)}")
     if args.model not in MODELS:
         if args.model in pretrained.NAMES:
@@ -197,18 +206,19 @@ def _run(args) -> dict:
     import samplax
     from samplax.models import pretrained
     from samplax.samplers.sharding import shard_batch
-    from samplax.schedules import RectifiedFlow
 
     rank, processes = jax.process_index(), jax.process_count()
     devices = jax.local_device_count()
     if args.batch_size % devices:
         raise UsageError(f"--batch-size {args.batch_size} does not divide over the {devices} local devices; use a multiple of {devices}")
-    solver = samplax.solvers.get(args.solver)
-    if args.steps < solver.min_steps():
-        raise UsageError(f"--solver {args.solver} needs --steps >= {solver.min_steps()}, got {args.steps}")
     module, config = pretrained.load(args.model)
     if "schedule" not in config:
         raise UsageError(f"--model {args.model!r} is not a generative model (no schedule in its config)")
+    args.solver = args.solver or default_solver(args.model, config["schedule"])
+    args.grid = args.grid or default_grid(config["schedule"])
+    solver = samplax.solvers.get(args.solver)
+    if args.steps < solver.min_steps():
+        raise UsageError(f"--solver {args.solver} needs --steps >= {solver.min_steps()}, got {args.steps}")
     conditional = config.get("null_label") is not None
     if args.label not in (None, UNCONDITIONAL) and (not conditional or args.label >= config["null_label"]):
         raise UsageError(
@@ -216,7 +226,7 @@ def _run(args) -> dict:
             + (f" (classes 0-{config['null_label'] - 1})" if conditional else " (it is unconditional; use --label none)")
         )
     schedule = samplax.schedules.get(config["schedule"])
-    t_end = args.t_end if args.t_end is not None else (FLOW_T_END if isinstance(schedule, RectifiedFlow) else None)
+    t_end = args.t_end
     try:
         schedule.check_times(t_end)
     except ValueError as error:

@@ -62,8 +62,8 @@ def test_bad_arguments_give_one_line_and_exit_2(capsys, tmp_path, argv, message)
 def test_errors_found_after_loading_the_model(capsys, tmp_path, tiny_model):
     code, err = _error(capsys, ["--model", tiny_model, "--label", "12", "--outdir", str(tmp_path / "a")])
     assert code == 2 and "--label 12 is not a class" in err and len(err.splitlines()) == 1
-    code, err = _error(capsys, ["--model", tiny_model, "--solver", "dpm++3m", "--steps", "2", "--outdir", str(tmp_path / "b")])
-    assert code == 2 and "needs --steps >= 3" in err
+    code, err = _error(capsys, ["--model", tiny_model, "--t-end", "5", "--outdir", str(tmp_path / "b")])
+    assert code == 2 and "--t-end" in err and "outside the range" in err and len(err.splitlines()) == 1
 
 
 def test_never_overwrites_without_force(capsys, tmp_path, tiny_model):
