@@ -47,9 +47,11 @@ FAST = os.environ.get("SAMPLAX_FAST") == "1"
 # sums run over accepted steps. On y' = -lambda y the stiffness estimate is lambda.
 
 # %%
-sol, pen = solve(diffrax.ODETerm(lambda t, y, lam: -lam * y),
-                 RegularizedSolver(rtol=1e-6, atol=1e-9), 0.0, 1.0, jnp.ones(2), 10.0)
-print("lambda estimate:", float(pen.stiffness) * 3.5068, "NFE:", int(pen.num_evaluations),
+solver = RegularizedSolver(rtol=1e-6, atol=1e-9)
+sol, pen = solve(diffrax.ODETerm(lambda t, y, lam: -lam * y), solver, 0.0, 1.0, jnp.ones(2),
+                 10.0)
+print("lambda estimate:", float(pen.stiffness) * solver.stability_size,
+      "NFE:", int(pen.num_evaluations),
       "accepted steps:", int(pen.num_accepted))
 
 # %% [markdown]

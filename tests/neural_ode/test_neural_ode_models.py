@@ -68,7 +68,8 @@ def test_train_recovers_a_decay_rate():
     target = Y0 * np.exp(-0.5)
 
     def loss_fn(theta, batch, key):
-        out = integrate(NoRegularization(), DECAY, theta, batch, 0.0, jnp.array([1.0]))
+        out = integrate(NoRegularization(), DECAY, theta, batch, 0.0, jnp.array([1.0]),
+                        rtol=1e-10, atol=1e-10)
         return jnp.mean((out.ys[-1] - target) ** 2), (out.penalty, out.nfe)
 
     # Gradient descent contracts the error by about |1 - 0.3 * 2.6| ~ 0.2 per step.
