@@ -78,9 +78,9 @@ def errors(problem, cases):
 
 
 # (solver, steps, theoretical order). The slope is taken between `steps` and 2 * steps,
-# where each method has reached its asymptotic rate on this problem (rhoAB-3's
-# extrapolation in rho and the third-order methods get there later). iPNDM's fixed equal-step weights make it second
-# order on a grid that is not uniform in rho.
+# where each method has reached its asymptotic rate on this problem (the third-order
+# methods get there later). iPNDM's fixed equal-step weights make it second order on a
+# grid that is not uniform in rho.
 ORDER_CASES = [
     (DEIS(order=1, method="tab"), 32, 1),
     (DEIS(order=2, method="tab"), 32, 2),
