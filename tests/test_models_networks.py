@@ -14,17 +14,20 @@ from samplax.schedules import RectifiedFlow
 
 @pytest.fixture(scope="module")
 def unet():
+    """A small UNet with random weights (every weight random, so no zero-initialised layer
+    hides part of the network). Built abstractly and filled by one compiled function:
+    initialising eagerly compiles every initialiser separately, which is slow on CPU."""
     kwargs = dict(widths=(8, 16), blocks_per_level=1, attention_levels=(1,), groups=4, time_features=8,
                   time_scale=1000.0, num_classes=10)
-    model = networks.build("UNet", kwargs)
-    # Zero-initialised output layers would hide most of the network: perturb every weight.
-    @jax.jit
-    def perturb(state):
-        leaves, treedef = jax.tree.flatten(state)
-        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-        return jax.tree.unflatten(treedef, [l + 0.1 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+    model = nnx.eval_shape(lambda: networks.UNet(**kwargs, rngs=nnx.Rngs(0)))
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
 
-    nnx.update(model, perturb(nnx.state(model, nnx.Param)))
+    @jax.jit
+    def random_weights():
+        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+        return [0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+
+    nnx.update(model, jax.tree.unflatten(treedef, random_weights()))
     return model
 
 
