@@ -1,9 +1,8 @@
 """Error versus NFE of every diffusion solver on the sharp Gaussian-mixture problem, side by
-side with peer implementations, plus sampler overhead and compile time.
+side with peer implementations (sampler overhead and compile time: overhead.py).
 
     python benchmarks/dpm_benchmark.py                       # samplax only
     python benchmarks/dpm_benchmark.py --peers               # + diffusers, k-diffusion, DPM-Solver
-    python benchmarks/dpm_benchmark.py --timing              # overhead and compile time
 
 The peers run in a separate Python environment (see benchmarks/peers/README.md), given by
 --peer-python; the official DPM-Solver file is given by --dpm-solver-path. Results go to
@@ -19,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import time
 
 import jax
 import jax.numpy as jnp
@@ -58,11 +57,12 @@ OFFICIAL_AGREEMENT_CONFIGS = {
 # their last grid steps use different orders.
 
 
-def diffusion_solvers():
-    """Every registered fixed-grid solver that integrates a data or noise prediction,
-    with both lower_order_final settings where the solver has that option."""
+def diffusion_solvers(names=None):
+    """Every registered fixed-grid solver that integrates a data or noise prediction (or
+    those of `names`), with both lower_order_final settings where the solver has that
+    option."""
     configurations = {}
-    for name in sx.solvers.names():
+    for name in names or sx.solvers.names():
         solver = sx.solvers.get(name)
         if solver.adaptive or solver.prediction not in ("data", "noise"):
             continue
@@ -85,27 +85,46 @@ def steps_for(solver, nfe, denoise):
     return None
 
 
-def samplax_errors(model, noise, reference, reference_at_end):
+@functools.partial(jax.jit, static_argnames=("prediction",))
+def _run(model, prediction, plan, x):
+    return sx.solvers.run_plan(plan, model.predict(prediction), x)[0]
+
+
+def solve(model, solver, noise, steps, kind, denoise):
+    """What `sx.sample` computes, with the plan's coefficients computed eagerly: the jitted
+    part is then shared by every solver with the same number of stages and history size,
+    which saves hundreds of compilations in this sweep."""
+    schedule = model.schedule
+    times = sx.solvers.time_grid(schedule, steps, kind, t_end=T_END)
+    plan = solver.plan(schedule, times, denoise)
+    assert plan.num_evaluations == solver.evaluations(steps, denoise)
+    return _run(model, solver.prediction, plan, schedule.sigma(times[0]) * noise)
+
+
+def samplax_errors(model, noise, reference, reference_at_end, partial_path, names=None):
     """{configuration: {grid: {nfe: error}}} for every solver, grid and NFE. "+denoise" runs
     steps = NFE - 1 and the denoising step (scored against the sigma = 0 endpoint); the
-    plain grid, run for STOP_AT_END_SOLVERS only (compiles are the cost here), takes
-    steps = NFE and stops at T_END (scored against the exact solution there)."""
-    results = {}
-    for name, solver in diffusion_solvers().items():
-        results[name] = {}
+    plain grid, run for STOP_AT_END_SOLVERS only, takes steps = NFE and stops at T_END
+    (scored against the exact solution there). Finished solvers are kept in partial_path,
+    so an interrupted sweep resumes where it stopped."""
+    results = json.loads(open(partial_path).read()) if os.path.exists(partial_path) else {}
+    for name, solver in diffusion_solvers(names).items():
+        if name in results:
+            continue
+        by_grid = {}
         conventions = (True, False) if name in STOP_AT_END_SOLVERS else (True,)
         for kind in GRID_KINDS:
             for denoise in conventions:
                 label = kind + ("+denoise" if denoise else "")
-                results[name][label] = {}
+                by_grid[label] = {}
                 for nfe in NFES:
                     steps = steps_for(solver, nfe, denoise)
-                    if steps is None:
-                        continue
-                    x, info = sx.sample(model, solver, noise, steps=steps, grid=kind, t_end=T_END, denoise_to_zero=denoise)
-                    assert int(info.nfe) == nfe
-                    results[name][label][nfe] = rms_error(x, reference if denoise else reference_at_end)
-        best = [min(by_nfe.get(n, np.inf) for by_nfe in results[name].values()) for n in NFES]
+                    if steps is not None:
+                        x = solve(model, solver, noise, steps, kind, denoise)
+                        by_grid[label][str(nfe)] = rms_error(x, reference if denoise else reference_at_end)
+        results[name] = by_grid
+        _write(partial_path, json.dumps(results))
+        best = [min(by_nfe.get(str(n), np.inf) for by_nfe in by_grid.values()) for n in NFES]
         print(f"  {name:40s}", " ".join(f"{value:.2e}" for value in best), flush=True)
     return results
 
@@ -174,7 +193,7 @@ def peer_errors(peers, mixture, schedule, x_start):
         _, config, nfe = key.split("/")
         final_sigma = float(peers[f"final_sigma/{config}/{nfe}"])
         reference = reference_at(mixture, schedule, x_start, final_sigma, cache)
-        results.setdefault(config, {})[int(nfe)] = rms_error(peers[key], reference)
+        results.setdefault(config, {})[str(int(nfe))] = rms_error(peers[key], reference)
     return results
 
 
@@ -203,76 +222,10 @@ def agreement(peers, model, noise):
             ours, info = sx.sample(model, solver, noise, grid=times, denoise_to_zero=denoise)
             assert int(info.nfe) == nfe, (config, nfe, int(info.nfe))
             ours = np.asarray(ours, np.float64)
-            differences.setdefault(config, {})[nfe] = float(
+            differences.setdefault(config, {})[str(nfe)] = float(
                 np.sqrt(np.mean((ours - theirs) ** 2)) / np.sqrt(np.mean(theirs**2))
             )
     return differences
-
-
-# -- timing ------------------------------------------------------------------------------
-
-
-def timing(samples_per_batch: int = 256, repeats: int = 7):
-    """Sampler overhead over the physical limit, NFE x (one network call), for an MLP that
-    costs over a millisecond per call, and compile time for 5 and 20 steps.
-
-    The limit is measured as one jitted `lax.scan` of NFE network calls (each fed the last
-    output, so none can be elided): the network's own cost with no solver arithmetic and no
-    per-call dispatch. Both are timed alternately, best of `repeats`."""
-    dimension, width = 64, 1024
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    weights = [
-        jax.random.normal(keys[0], (dimension + 1, width)) / np.sqrt(dimension),
-        jax.random.normal(keys[1], (width, width)) / np.sqrt(width),
-        jax.random.normal(keys[2], (width, dimension)) / np.sqrt(width),
-    ]
-
-    def network(parameters, x, t):
-        hidden = jnp.concatenate([x, t[:, None]], axis=1)
-        hidden = jax.nn.silu(hidden @ parameters[0])
-        hidden = jax.nn.silu(hidden @ parameters[1])
-        return hidden @ parameters[2]
-
-    schedule = sx.schedules.VPDiscrete.ddpm_linear()
-    model = sx.Denoiser(jax.tree_util.Partial(network, weights), schedule, "noise")
-    noise = jax.random.normal(jax.random.PRNGKey(1), (samples_per_batch, dimension))
-    t = jnp.full((samples_per_batch,), 0.5)
-
-    @jax.jit
-    def network_calls(x, count_array):
-        def call(x, _):
-            return network(weights, x, t), None
-
-        return jax.lax.scan(call, x, count_array)[0]
-
-    def best_of(function):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(function())
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    results = {"network_call_ms": {}, "overhead": {}, "compile_s": {}}
-    for name in ("dpm++2m", "dpm++3m", "dpm++3s", "ddim"):
-        for steps in (10, 20):
-            count_array = jnp.zeros((steps,))
-            network_calls(noise, count_array).block_until_ready()
-            sx.sample(model, name, noise, steps=steps)  # compile
-            limit, wall = [], []
-            for _ in range(repeats):
-                limit.append(best_of(lambda: network_calls(noise, count_array)))
-                wall.append(best_of(lambda: sx.sample(model, name, noise, steps=steps)[0]))
-            results["network_call_ms"][f"{name} steps={steps}"] = 1e3 * min(limit) / steps
-            results["overhead"][f"{name} steps={steps}"] = min(wall) / min(limit)
-    for steps in (5, 20):
-        jax.clear_caches()
-        start = time.perf_counter()
-        jax.block_until_ready(sx.sample(model, "dpm++2m", noise, steps=steps)[0])
-        first = time.perf_counter() - start
-        second = best_of(lambda: sx.sample(model, "dpm++2m", noise, steps=steps)[0])
-        results["compile_s"][f"dpm++2m steps={steps}"] = first - second
-    return results
 
 
 # -- report ------------------------------------------------------------------------------
@@ -305,20 +258,20 @@ def markdown(report):
     lines.append("| configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
     lines.append("|---|" + "---|" * len(NFES))
     for label, best in rows.items():
-        cells = [f"{best[n][0]:.2e}" if n in best else "-" for n in NFES]
+        cells = [f"{best[str(n)][0]:.2e}" if str(n) in best else "-" for n in NFES]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Best configuration per NFE:")
     lines.append("")
     for label, best in rows.items():
-        lines.append(f"- {label}: " + "; ".join(f"{n}: {best[n][1]}" for n in NFES if n in best))
+        lines.append(f"- {label}: " + "; ".join(f"{n}: {best[str(n)][1]}" for n in NFES if str(n) in best))
     lines.append("")
     lines.append("| samplax solver (best grid) | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
     lines.append("|---|" + "---|" * len(NFES))
     for name, by_grid in report["samplax"].items():
         cells = []
         for n in NFES:
-            candidates = [(by_grid[k][n], k) for k in by_grid if n in by_grid[k]]
+            candidates = [(by_grid[k][str(n)], k) for k in by_grid if str(n) in by_grid[k]]
             cells.append(f"{min(candidates)[0]:.2e} ({min(candidates)[1]})" if candidates else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if peers:
@@ -328,7 +281,7 @@ def markdown(report):
         for config, by_nfe in sorted(peers.items()):
             if "adaptive" in config:
                 continue
-            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[n]:.2e}" if n in by_nfe else "-" for n in NFES) + " |")
+            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[str(n)]:.2e}" if str(n) in by_nfe else "-" for n in NFES) + " |")
     if report.get("agreement"):
         lines.append("")
         lines.append("Agreement with peers running the same algorithm on the same grid (relative RMS difference, float32):")
@@ -336,7 +289,7 @@ def markdown(report):
         lines.append("| peer configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
         lines.append("|---|" + "---|" * len(NFES))
         for config, by_nfe in report["agreement"].items():
-            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[n]:.1e}" if n in by_nfe else "-" for n in NFES) + " |")
+            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[str(n)]:.1e}" if str(n) in by_nfe else "-" for n in NFES) + " |")
     if report.get("adaptive"):
         lines.append("")
         lines.append("| adaptive solver | mean NFE | error |")
@@ -346,13 +299,20 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+def _write(path, text):
+    """Write a file atomically: a temporary name in the same folder, then a rename."""
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=1000, help="number of noise samples")
     parser.add_argument("--peers", action="store_true", help="also run the peer implementations")
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
     parser.add_argument("--dpm-solver-path", default=None, help="path to the official dpm_solver_pytorch.py")
-    parser.add_argument("--timing", action="store_true", help="measure overhead and compile time")
+    parser.add_argument("--solvers", nargs="+", default=None, help="sweep only these solvers (default: all)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dpm_benchmark.json"))
     args = parser.parse_args()
 
@@ -369,23 +329,17 @@ def main():
     print("samplax: error at NFE", NFES)
     x_start = np.asarray(schedule.sigma(1.0)) * np.asarray(noise, np.float64)
     reference_at_end = mixture.flow_map(x_start, schedule, 1.0, T_END)
-    report["samplax"] = samplax_errors(model, noise, reference, reference_at_end)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    report["samplax"] = samplax_errors(model, noise, reference, reference_at_end, args.out[:-5] + ".partial.json", args.solvers)
     report["adaptive"] = adaptive_errors(model, noise, reference)
     if args.peers:
         peers = run_peers((mixture, schedule), noise, args)
         report["peers"] = peer_errors(peers, mixture, schedule, x_start)
         report["agreement"] = agreement(peers, model, noise)
-    if args.timing:
-        report["timing"] = timing()
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
     text = markdown(report)
-    for path, content in ((args.out, json.dumps(report, indent=1, default=str)), (args.out[:-5] + ".md", text)):
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(args.out), delete=False) as handle:
-            handle.write(content)
-        os.replace(handle.name, path)
+    _write(args.out, json.dumps(report, indent=1, default=str))
+    _write(args.out[:-5] + ".md", text)
     print(text)
-    if "timing" in report:
-        print(json.dumps(report["timing"], indent=1))
 
 
 if __name__ == "__main__":

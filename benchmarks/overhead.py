@@ -1,0 +1,106 @@
+"""Sampler overhead over the physical limit NFE x (one network call), and compile time.
+
+    python benchmarks/overhead.py [--repeats 7]
+
+Writes benchmarks/results/overhead.json. Run it on an otherwise idle machine: it times
+wall clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import samplax as sx
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def timing(samples_per_batch: int = 256, repeats: int = 7):
+    """Sampler overhead over the physical limit, NFE x (one network call), for an MLP that
+    costs over a millisecond per call, and compile time for 5 and 20 steps.
+
+    The limit is measured as one jitted `lax.scan` of NFE network calls (each fed the last
+    output, so none can be elided): the network's own cost with no solver arithmetic and no
+    per-call dispatch. Both are timed alternately, best of `repeats`."""
+    dimension, width = 64, 1024
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    weights = [
+        jax.random.normal(keys[0], (dimension + 1, width)) / np.sqrt(dimension),
+        jax.random.normal(keys[1], (width, width)) / np.sqrt(width),
+        jax.random.normal(keys[2], (width, dimension)) / np.sqrt(width),
+    ]
+
+    def network(parameters, x, t):
+        hidden = jnp.concatenate([x, t[:, None]], axis=1)
+        hidden = jax.nn.silu(hidden @ parameters[0])
+        hidden = jax.nn.silu(hidden @ parameters[1])
+        return hidden @ parameters[2]
+
+    schedule = sx.schedules.VPDiscrete.ddpm_linear()
+    model = sx.Denoiser(jax.tree_util.Partial(network, weights), schedule, "noise")
+    noise = jax.random.normal(jax.random.PRNGKey(1), (samples_per_batch, dimension))
+    t = jnp.full((samples_per_batch,), 0.5)
+
+    @jax.jit
+    def network_calls(x, count_array):
+        def call(x, _):
+            return network(weights, x, t), None
+
+        return jax.lax.scan(call, x, count_array)[0]
+
+    def best_of(function):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(function())
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    results = {"network_call_ms": {}, "overhead": {}, "compile_s": {}}
+    for name in ("dpm++2m", "dpm++3m", "dpm++3s", "ddim"):
+        for steps in (10, 20):
+            count_array = jnp.zeros((steps,))
+            network_calls(noise, count_array).block_until_ready()
+            sx.sample(model, name, noise, steps=steps)  # compile
+            limit, wall = [], []
+            for _ in range(repeats):
+                limit.append(best_of(lambda: network_calls(noise, count_array)))
+                wall.append(best_of(lambda: sx.sample(model, name, noise, steps=steps)[0]))
+            results["network_call_ms"][f"{name} steps={steps}"] = 1e3 * min(limit) / steps
+            results["overhead"][f"{name} steps={steps}"] = min(wall) / min(limit)
+    for steps in (5, 20):
+        jax.clear_caches()
+        start = time.perf_counter()
+        jax.block_until_ready(sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        first = time.perf_counter() - start
+        second = best_of(lambda: sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        results["compile_s"][f"dpm++2m steps={steps}"] = first - second
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "overhead.json"))
+    args = parser.parse_args()
+    results = timing(repeats=args.repeats)
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, {jax.devices()[0].device_kind}"
+    text = json.dumps(results, indent=1)
+    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(args.out), delete=False) as handle:
+        handle.write(text)
+    os.replace(handle.name, args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
