@@ -184,17 +184,19 @@ def reference_at(mixture, schedule, x_start, final_sigma, cache):
 
 
 def peer_errors(peers, mixture, schedule, x_start):
-    """{config: {nfe: error}} against each config's own end point."""
+    """({config: {nfe: error}} against each config's own end point, {config: end}), where
+    end is "sigma = 0" or "t_min" (the peer stops at its last noise level)."""
     cache = {}
-    results = {}
+    errors, ends = {}, {}
     for key in peers:
         if not key.startswith("samples/"):
             continue
         _, config, nfe = key.split("/")
         final_sigma = float(peers[f"final_sigma/{config}/{nfe}"])
         reference = reference_at(mixture, schedule, x_start, final_sigma, cache)
-        results.setdefault(config, {})[str(int(nfe))] = rms_error(peers[key], reference)
-    return results
+        errors.setdefault(config, {})[str(int(nfe))] = rms_error(peers[key], reference)
+        ends[config] = "sigma = 0" if final_sigma == 0.0 else "t_min"
+    return errors, ends
 
 
 def agreement(peers, model, noise):
@@ -241,31 +243,42 @@ def best_by_nfe(errors_by_config):
     return best
 
 
-def flatten_samplax(results):
-    return {f"{name} [{kind}]": by_nfe for name, by_grid in results.items() for kind, by_nfe in by_grid.items()}
+def samplax_end(label):
+    return "sigma = 0" if label.endswith("+denoise") else "t_min"
 
 
 def markdown(report):
     lines = []
-    ours = flatten_samplax(report["samplax"])
-    rows = {"samplax (best)": best_by_nfe(ours)}
-    libraries = {"diffusers": "diffusers_", "k-diffusion": "kdiff_", "DPM-Solver (official)": "dpmsolver_"}
     peers = report.get("peers", {})
-    for library, prefix in libraries.items():
-        subset = {k: v for k, v in peers.items() if k.startswith(prefix) and "adaptive" not in k}
-        if subset:
-            rows[f"{library} (best)"] = best_by_nfe(subset)
-    lines.append("| configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-    lines.append("|---|" + "---|" * len(NFES))
-    for label, best in rows.items():
-        cells = [f"{best[str(n)][0]:.2e}" if str(n) in best else "-" for n in NFES]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("Best configuration per NFE:")
-    lines.append("")
-    for label, best in rows.items():
-        lines.append(f"- {label}: " + "; ".join(f"{n}: {best[str(n)][1]}" for n in NFES if str(n) in best))
-    lines.append("")
+    peer_ends = report.get("peer_ends", {})
+    libraries = {"diffusers": "diffusers_", "k-diffusion": "kdiff_", "DPM-Solver (official)": "dpmsolver_"}
+    for end in ("sigma = 0", "t_min"):
+        ours = {
+            f"{name} [{label}]": by_nfe
+            for name, by_grid in report["samplax"].items()
+            for label, by_nfe in by_grid.items()
+            if samplax_end(label) == end
+        }
+        rows = {"samplax (best)": best_by_nfe(ours)}
+        for library, prefix in libraries.items():
+            subset = {
+                k: v for k, v in peers.items()
+                if k.startswith(prefix) and "adaptive" not in k and peer_ends.get(k) == end
+            }
+            if subset:
+                rows[f"{library} (best)"] = best_by_nfe(subset)
+        title = "denoised to sigma = 0" if end == "sigma = 0" else f"stopping at t_min = {T_END} (sigma ~ 0.01)"
+        lines.append(f"Runs {title}: lowest error over each library's configurations.")
+        lines.append("")
+        lines.append("| configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
+        lines.append("|---|" + "---|" * len(NFES))
+        for label, best in rows.items():
+            cells = [f"{best[str(n)][0]:.2e}" if str(n) in best else "-" for n in NFES]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for label, best in rows.items():
+            lines.append(f"- {label}: " + "; ".join(f"{n}: {best[str(n)][1]}" for n in NFES if str(n) in best))
+        lines.append("")
     lines.append("| samplax solver (best grid) | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
     lines.append("|---|" + "---|" * len(NFES))
     for name, by_grid in report["samplax"].items():
@@ -281,7 +294,8 @@ def markdown(report):
         for config, by_nfe in sorted(peers.items()):
             if "adaptive" in config:
                 continue
-            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[str(n)]:.2e}" if str(n) in by_nfe else "-" for n in NFES) + " |")
+            cells = " | ".join(f"{by_nfe[str(n)]:.2e}" if str(n) in by_nfe else "-" for n in NFES)
+            lines.append(f"| {config} ({peer_ends.get(config, '?')}) | {cells} |")
     if report.get("agreement"):
         lines.append("")
         lines.append("Agreement with peers running the same algorithm on the same grid (relative RMS difference, float32):")
@@ -334,7 +348,7 @@ def main():
     report["adaptive"] = adaptive_errors(model, noise, reference)
     if args.peers:
         peers = run_peers((mixture, schedule), noise, args)
-        report["peers"] = peer_errors(peers, mixture, schedule, x_start)
+        report["peers"], report["peer_ends"] = peer_errors(peers, mixture, schedule, x_start)
         report["agreement"] = agreement(peers, model, noise)
     text = markdown(report)
     _write(args.out, json.dumps(report, indent=1, default=str))
