@@ -18,13 +18,31 @@ from samplax.models import checkpoints, networks
 TINY = {"channels": 1, "widths": [8, 16], "groups": 4, "time_features": 8, "time_scale": 1.0, "num_classes": 10}
 
 
+def _random_network(kwargs, seed):
+    """A tiny UNet with small random weights, built abstractly and filled by one compiled
+    function (eager initialisation compiles every initialiser separately: slow on CPU)."""
+    import flax.nnx as nnx
+    import jax
+
+    model = nnx.eval_shape(lambda: networks.UNet(**kwargs, rngs=nnx.Rngs(0)))
+    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
+
+    @jax.jit
+    def weights():
+        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+        return [0.05 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+
+    nnx.update(model, jax.tree.unflatten(treedef, weights()))
+    return model
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    """An untrained tiny class-conditional UNet on the DDPM schedule: cheap to compile."""
+    """A tiny class-conditional UNet with random weights on the DDPM schedule: cheap to compile."""
     path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
     config = {"network": "UNet", "network_kwargs": TINY, "schedule": "ddpm", "prediction": "noise",
               "time_input": "discrete", "null_label": 10}
-    return str(checkpoints.save_model(path, networks.build("UNet", TINY, seed=1), config))
+    return str(checkpoints.save_model(path, _random_network(TINY, seed=1), config))
 
 
 def _error(capsys, argv):
