@@ -146,6 +146,9 @@ def test_exponential_integrators_run_on_rectified_flow_to_zero(problem):
             for steps in (10, 20)
         ]
     assert errors[1] < 0.5 * errors[0] < 0.01, errors
+    # The noise-prediction form divides by alpha(1) = 0: a clear error, not NaN samples.
+    with pytest.raises(ValueError, match="non-finite coefficients"):
+        sx.sample(model, "dpm-solver-2m", noise, steps=4, grid="uniform", t_end=0.0)
 
 
 def test_reversed_time_adapter(problem):

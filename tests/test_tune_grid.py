@@ -55,11 +55,11 @@ def test_learned_grid_is_monotone_with_fixed_end_points(fitted):
 
 
 def test_learned_grid_lowers_error_on_held_out_noise(fitted):
-    """The fit more than halves the held-out error of its starting grid and ends at least
+    """The fit lowers the held-out error of a uniform grid by over 30% and ends at least
     about as good as the best hand-made grid for this problem (logSNR)."""
     model, times, _ = fitted
     uniform_error, logsnr_error, tuned_error = _held_out_errors(model, times)
-    assert tuned_error < 0.5 * uniform_error, (uniform_error, tuned_error)
+    assert tuned_error < 0.7 * uniform_error, (uniform_error, tuned_error)
     assert tuned_error < 1.1 * logsnr_error, (logsnr_error, tuned_error)
 
 

@@ -75,24 +75,25 @@ def _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse):
     return times, times.shape[0] - 1
 
 
-def _check_exponential_end_points(model, solver, times):
-    """Exponential integrators step in lambda, which is infinite where alpha or sigma is 0."""
-    if solver.prediction not in ("data", "noise") or isinstance(times, jax.core.Tracer):
-        return
-    lambdas = np.asarray(model.schedule.lambda_(times[np.array([0, -1])]))
-    if not np.all(np.isfinite(lambdas)):
-        raise ValueError(
-            f"{type(solver).__name__} integrates in lambda = log(alpha / sigma), which is infinite at "
-            "an end of this grid (t = 0 or t = 1 on rectified flow); start below t = 1 and stop "
-            "above t = 0, e.g. t_start=0.999, t_end=1e-3 with denoise_to_zero=True, or use a flow solver"
-        )
-
-
 @functools.partial(jax.jit, static_argnames=("solver", "denoise_to_zero", "return_trajectory"))
 def _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory):
     plan = solver.plan(model.schedule, times, denoise_to_zero)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
     result, trajectory = run_plan(plan, model.predict(solver.prediction), x, return_trajectory)
-    return result, trajectory
+    return result, trajectory, finite
+
+
+def _check_coefficients(finite, solver):
+    """A solver's coefficients are not finite where its step is undefined on the grid: an
+    exponential integrator stepping from or to a point where lambda = log(alpha / sigma) is
+    infinite (t = 1 or t = 0 on rectified flow), for instance."""
+    if isinstance(finite, jax.core.Tracer) or bool(finite):
+        return
+    raise ValueError(
+        f"{solver!r} has non-finite coefficients on this grid; exponential integrators step in "
+        "lambda = log(alpha / sigma), which is infinite at t = 1 and t = 0 on rectified flow: "
+        "use t_start < 1 and t_end > 0 (e.g. t_end=1e-3 with denoise_to_zero=True), or a flow solver"
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("solver",))
@@ -154,9 +155,9 @@ def sample(
         _check_output(result, "sampling")
         return result, Info(nfe=nfe, times=None)
     times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=False)
-    _check_exponential_end_points(model, solver, times)
     x = schedule.sigma(times[0]).astype(noise.dtype) * noise
-    result, trajectory = _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory)
+    result, trajectory, finite = _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory)
+    _check_coefficients(finite, solver)
     _check_output(result, "sampling")
     nfe = jnp.asarray(solver.evaluations(steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
@@ -181,9 +182,9 @@ def invert(
     if solver.adaptive:
         raise ValueError("invert() needs a fixed-grid solver; adaptive solvers only sample")
     times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=True)
-    _check_exponential_end_points(model, solver, times)
     reversed_times = times[::-1]
-    result, trajectory = _run_fixed(model, solver, data, reversed_times, False, return_trajectory)
+    result, trajectory, finite = _run_fixed(model, solver, data, reversed_times, False, return_trajectory)
+    _check_coefficients(finite, solver)
     noise = result / model.schedule.sigma(times[0]).astype(result.dtype)
     _check_output(noise, "inversion")
     return noise, Info(nfe=jnp.asarray(solver.evaluations(steps)), times=reversed_times, trajectory=trajectory)

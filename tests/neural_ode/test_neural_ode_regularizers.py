@@ -15,9 +15,8 @@ from samplax.neural_ode import (
     stability_size,
 )
 
-jax.config.update("jax_enable_x64", True)
 
-Y0 = jnp.array([2.5, 0.0])
+Y0 = np.array([2.5, 0.0])
 
 
 def pendulum(t, y, args):
