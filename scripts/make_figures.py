@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab3")
+MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab3", "ipndm")
 
 
 def _save(figure, path: pathlib.Path, force: bool) -> None:
@@ -28,6 +28,7 @@ def _save(figure, path: pathlib.Path, force: bool) -> None:
         raise SystemExit(f"{path} exists; pass --force to replace it")
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
         figure.savefig(handle.name, dpi=110)
+    os.chmod(handle.name, 0o644)  # temporary files are created private
     os.replace(handle.name, path)
     plt.close(figure)
     print("wrote", path)
