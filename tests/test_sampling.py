@@ -52,7 +52,10 @@ def test_second_call_does_not_retrace(setup):
     sx.sample(model, "dpm++2m", noise, steps=5)
     count = len(traces)
     sx.sample(model, "dpm++2m", noise + 1.0, steps=5, t_end=2e-3)  # new values, same shapes
-    sx.sample(model, "dpm++2m", noise, steps=5, grid=np.linspace(1.0, 1e-3, 6))
+    assert len(traces) == count
+    sx.sample(model, "dpm++2m", noise, grid=np.linspace(1.0, 1e-3, 6))  # an explicit grid
+    count = len(traces)
+    sx.sample(model, "dpm++2m", noise, grid=np.linspace(0.9, 1e-2, 6))
     assert len(traces) == count
 
 

@@ -19,7 +19,7 @@ from samplax.samplers.denoiser import Denoiser
 from samplax.solvers.base import AdaptiveSolver, FixedGridSolver
 from samplax.solvers.base import get as get_solver
 from samplax.solvers.engine import run_plan
-from samplax.solvers.grids import check_grid, default_grid, time_grid
+from samplax.solvers.grids import GRIDS, check_finite_lambda, check_grid, default_grid, time_grid
 
 __all__ = ["Info", "sample", "invert"]
 
@@ -36,7 +36,7 @@ class Info:
     trajectory: jax.Array | None = None
 
 
-def _check_inputs(model, solver, x, name):
+def _check_inputs(model, solver, x, name, check_finite=True):
     if not isinstance(model, Denoiser):
         raise TypeError(f"model must be a samplax Denoiser, got {type(model).__name__}")
     if not isinstance(solver, (FixedGridSolver, AdaptiveSolver)):
@@ -45,21 +45,29 @@ def _check_inputs(model, solver, x, name):
         )
     if jnp.ndim(x) < 2:
         raise ValueError(f"{name} must have a leading batch axis, got shape {jnp.shape(x)}")
-    if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+    if check_finite and not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or inf values")
 
 
 def _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse):
-    """The grid (from noise to data) as an array, and the number of steps."""
+    """(kind, times, steps, t_start, t_end): a grid kind to compute inside the jitted run
+    (times None), or an explicit grid from noise to data (kind None). Checks everything
+    that can be checked before running."""
     schedule = model.schedule
     if grid is None:
         grid = default_grid(schedule)
     if isinstance(grid, str):
         if steps is None:
             raise ValueError("steps is required when grid is a name; pass steps=... or an array grid")
-        if steps < solver.min_steps():
+        if not isinstance(steps, (int, np.integer)) or steps < solver.min_steps():
             raise ValueError(f"{type(solver).__name__} needs at least {solver.min_steps()} steps, got {steps}")
-        return time_grid(schedule, steps, grid, t_start, t_end), steps
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; choose one of {GRIDS} or pass an array of times")
+        t_start = schedule.t_max if t_start is None else t_start
+        t_end = schedule.t_min if t_end is None else t_end
+        schedule.check_times(t_start, t_end)
+        dtype = jnp.result_type(float)
+        return grid, None, int(steps), jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
     check_grid(schedule, grid)
     times = jnp.asarray(grid, jnp.result_type(float))
     if steps is not None and steps != times.shape[0] - 1:
@@ -72,15 +80,47 @@ def _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse):
                 if not reverse
                 else "give the grid from noise to data (decreasing times), as for sample()"
             )
-    return times, times.shape[0] - 1
+    return None, times, times.shape[0] - 1, None, None
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "denoise_to_zero", "return_trajectory"))
-def _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory):
-    plan = solver.plan(model.schedule, times, denoise_to_zero)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
+@functools.partial(
+    jax.jit, static_argnames=("solver", "kind", "steps", "denoise_to_zero", "return_trajectory", "reverse")
+)
+def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise_to_zero, return_trajectory, reverse):
+    """One compiled call: the grid (from its kind, or as given), the plan, the scan, the
+    scaling between noise and the state at t_start, and finiteness flags (input, grid,
+    coefficients, output) that the caller reads with a single transfer."""
+    schedule = model.schedule
+    if kind is not None:
+        times = time_grid(schedule, steps, kind, t_start, t_end)
+    sigma_start = schedule.sigma(times[0]).astype(state.dtype)
+    run_times = times[::-1] if reverse else times
+    x = state if reverse else sigma_start * state
+    plan = solver.plan(schedule, run_times, denoise_to_zero)
+    coefficients_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
     result, trajectory = run_plan(plan, model.predict(solver.prediction), x, return_trajectory)
-    return result, trajectory, finite
+    if reverse:
+        result = result / sigma_start
+    checks = jnp.stack([
+        jnp.all(jnp.isfinite(state)),
+        jnp.all(jnp.isfinite(times)),
+        coefficients_finite,
+        jnp.all(jnp.isfinite(result)),
+    ])
+    return result, trajectory, run_times, checks
+
+
+def _raise_on_checks(checks, solver, kind, name, what):
+    if isinstance(checks, jax.core.Tracer):
+        return
+    input_finite, grid_finite, coefficients_finite, output_finite = np.asarray(checks)
+    if not input_finite:
+        raise ValueError(f"{name} contains NaN or inf values")
+    if not grid_finite:  # a grid spaced in lambda between end points where lambda is infinite
+        check_finite_lambda(kind, np.inf, np.inf)
+    _check_coefficients(coefficients_finite, solver)
+    if not output_finite:
+        _check_output(jnp.asarray(np.nan), what)
 
 
 def _check_coefficients(finite, solver):
@@ -141,7 +181,7 @@ def sample(
         (samples, Info).
     """
     solver = _as_solver(solver)
-    _check_inputs(model, solver, noise, "noise")
+    _check_inputs(model, solver, noise, "noise", check_finite=solver.adaptive)
     schedule = model.schedule
     if solver.adaptive:
         t_start = schedule.t_max if t_start is None else t_start
@@ -154,11 +194,11 @@ def sample(
             nfe = nfe + 1
         _check_output(result, "sampling")
         return result, Info(nfe=nfe, times=None)
-    times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=False)
-    x = schedule.sigma(times[0]).astype(noise.dtype) * noise
-    result, trajectory, finite = _run_fixed(model, solver, x, times, denoise_to_zero, return_trajectory)
-    _check_coefficients(finite, solver)
-    _check_output(result, "sampling")
+    kind, times, steps, t_start, t_end = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=False)
+    result, trajectory, times, checks = _run_fixed(
+        model, solver, noise, times, t_start, t_end, kind, steps, denoise_to_zero, return_trajectory, False
+    )
+    _raise_on_checks(checks, solver, kind, "noise", "sampling")
     nfe = jnp.asarray(solver.evaluations(steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -178,15 +218,14 @@ def invert(
     the same solver over the reversed grid. Returns (noise, Info) where noise is scaled so
     that `sample(model, solver, noise, ...)` with the same grid maps it back to `data`."""
     solver = _as_solver(solver)
-    _check_inputs(model, solver, data, "data")
+    _check_inputs(model, solver, data, "data", check_finite=False)
     if solver.adaptive:
         raise ValueError("invert() needs a fixed-grid solver; adaptive solvers only sample")
-    times, steps = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=True)
-    reversed_times = times[::-1]
-    result, trajectory, finite = _run_fixed(model, solver, data, reversed_times, False, return_trajectory)
-    _check_coefficients(finite, solver)
-    noise = result / model.schedule.sigma(times[0]).astype(result.dtype)
-    _check_output(noise, "inversion")
+    kind, times, steps, t_start, t_end = _resolve_grid(model, solver, steps, grid, t_start, t_end, reverse=True)
+    noise, trajectory, reversed_times, checks = _run_fixed(
+        model, solver, data, times, t_start, t_end, kind, steps, False, return_trajectory, True
+    )
+    _raise_on_checks(checks, solver, kind, "data", "inversion")
     return noise, Info(nfe=jnp.asarray(solver.evaluations(steps)), times=reversed_times, trajectory=trajectory)
 
 

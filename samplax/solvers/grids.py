@@ -14,7 +14,7 @@ import numpy as np
 
 from samplax.schedules import Schedule
 
-__all__ = ["GRIDS", "check_grid", "default_grid", "time_grid"]
+__all__ = ["GRIDS", "check_finite_lambda", "check_grid", "default_grid", "time_grid"]
 
 GRIDS = ("uniform", "logsnr", "quadratic", "karras", "shifted")
 
@@ -61,7 +61,7 @@ def time_grid(
         times = (jnp.sqrt(t_start) + fraction * (jnp.sqrt(t_end) - jnp.sqrt(t_start))) ** 2
     else:
         lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
-        _check_finite_lambda(kind, lambda_start, lambda_end)
+        check_finite_lambda(kind, lambda_start, lambda_end)
         if kind == "logsnr":
             lambdas = lambda_start + fraction * (lambda_end - lambda_start)
         else:  # karras: rho-spacing of the VE noise level sigma / alpha = exp(-lambda)
@@ -78,7 +78,8 @@ def default_grid(schedule: Schedule) -> str:
     return "uniform" if type(schedule).__name__ == "RectifiedFlow" else "logsnr"
 
 
-def _check_finite_lambda(kind, lambda_start, lambda_end):
+def check_finite_lambda(kind, lambda_start, lambda_end):
+    """Raise a ValueError when a grid spaced in lambda has an infinite end point."""
     if isinstance(lambda_start, jax.core.Tracer) or isinstance(lambda_end, jax.core.Tracer):
         return
     if not (np.isfinite(float(lambda_start)) and np.isfinite(float(lambda_end))):
