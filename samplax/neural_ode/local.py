@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 
 from samplax.neural_ode.regularizers import (
+    AbstractForwardingSolver,
     _check_tableau,
     error_estimate,
     stability_size,
@@ -93,7 +94,7 @@ class ReservoirState(eqx.Module):
     y: object
 
 
-class ReservoirSolver(diffrax.AbstractWrappedSolver):
+class ReservoirSolver(AbstractForwardingSolver):
     """Keeps (t, dt, y) at the start of one accepted step, chosen uniformly: the biased
     sampler.
 
@@ -104,34 +105,6 @@ class ReservoirSolver(diffrax.AbstractWrappedSolver):
 
     solver: diffrax.AbstractSolver
     key: jax.Array
-
-    @property
-    def term_structure(self):
-        return self.solver.term_structure
-
-    @property
-    def interpolation_cls(self):  # pyright: ignore
-        return self.solver.interpolation_cls
-
-    @property
-    def term_compatible_contr_kwargs(self):
-        return self.solver.term_compatible_contr_kwargs
-
-    @property
-    def scan_kind(self):
-        return self.solver.scan_kind
-
-    def order(self, terms):
-        return self.solver.order(terms)
-
-    def strong_order(self, terms):
-        return self.solver.strong_order(terms)
-
-    def error_order(self, terms):
-        return self.solver.error_order(terms)
-
-    def func(self, terms, t0, y0, args):
-        return self.solver.func(terms, t0, y0, args)
 
     def init(self, terms, t0, t1, y0, args):
         t0 = jnp.asarray(t0)

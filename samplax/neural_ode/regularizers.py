@@ -104,32 +104,8 @@ class RegularizerState(eqx.Module):
     num_evaluations: jax.Array
 
 
-class RegularizedSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedSolver):
-    """Wraps an explicit RK solver and accumulates ERNODE/SRNODE terms (Pal et al. 2021).
-
-    Per accepted step of size dt it adds `E * dt`, with E the RMS of the error estimate
-    scaled by `atol + rtol * max(|y0|, |y1|)` (the quantity the step controller compares
-    with 1), and `|rho| / stability_size`, with rho the dominant-eigenvalue estimate.
-    Use it with a `PIDController` with the same `rtol` and `atol` (see `solve`).
-    """
-
-    solver: diffrax.AbstractERK
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    stiffness: bool = eqx.field(static=True)
-    stability_size: float = eqx.field(static=True)
-
-    def __init__(self, solver=None, *, rtol: float, atol: float, stiffness: bool = True):
-        solver = diffrax.Tsit5() if solver is None else solver
-        tableau = _check_tableau(solver, stiffness)
-        for name, value in (("rtol", rtol), ("atol", atol)):
-            if not (np.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
-        self.solver = solver
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.stiffness = stiffness
-        self.stability_size = stability_size(tableau)
+class AbstractForwardingSolver(diffrax.AbstractWrappedSolver):
+    """A wrapper that takes everything except its own `init` and `step` from `solver`."""
 
     @property
     def term_structure(self):
@@ -158,6 +134,34 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, diffrax.AbstractWrappedS
 
     def func(self, terms, t0, y0, args):
         return self.solver.func(terms, t0, y0, args)
+
+
+class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver):
+    """Wraps an explicit RK solver and accumulates ERNODE/SRNODE terms (Pal et al. 2021).
+
+    Per accepted step of size dt it adds `E * dt`, with E the RMS of the error estimate
+    scaled by `atol + rtol * max(|y0|, |y1|)` (the quantity the step controller compares
+    with 1), and `|rho| / stability_size`, with rho the dominant-eigenvalue estimate.
+    Use it with a `PIDController` with the same `rtol` and `atol` (see `solve`).
+    """
+
+    solver: diffrax.AbstractERK
+    rtol: float = eqx.field(static=True)
+    atol: float = eqx.field(static=True)
+    stiffness: bool = eqx.field(static=True)
+    stability_size: float = eqx.field(static=True)
+
+    def __init__(self, solver=None, *, rtol: float, atol: float, stiffness: bool = True):
+        solver = diffrax.Tsit5() if solver is None else solver
+        tableau = _check_tableau(solver, stiffness)
+        for name, value in (("rtol", rtol), ("atol", atol)):
+            if not (np.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        self.solver = solver
+        self.rtol = float(rtol)
+        self.atol = float(atol)
+        self.stiffness = stiffness
+        self.stability_size = stability_size(tableau)
 
     def init(self, terms, t0, t1, y0, args):
         dtype = jnp.result_type(*jtu.tree_leaves(y0))
