@@ -1,15 +1,26 @@
-"""`samplax-sample`: write images from a shipped or saved model.
+"""`samplax-sample`: write images from a shipped or saved model, invert images to noise,
+or edit them.
 
     samplax-sample                                    # 64 digits into ./samples
     samplax-sample --model digits-flow --solver heun --steps 8 --outdir flow
     samplax-sample --label 3 --seeds 0-15 --guidance-scale 3 --outdir threes
     samplax-sample --model outputs/my-model.msgpack --seeds 0,5,10-20 --outdir mine
+    samplax-sample --edit digits:3:0-5 --label 8 --outdir three-to-eight
+    samplax-sample --model digits-flow --invert threes/000003.png --label 3 --reversible --outdir inverted
 
-Each sample's noise comes from its own seed (`fold_in(PRNGKey(0), seed)`), so sample
-`i` is the same whatever the batch size, device count or process count. The batch is
-sharded over all local devices; with --distributed, JAX's multi-process runtime is
+Sampling: each sample's noise comes from its own seed (`fold_in(PRNGKey(0), seed)`), so
+sample `i` is the same whatever the batch size, device count or process count. The batch
+is sharded over all local devices; with --distributed, JAX's multi-process runtime is
 initialised and each process samples its share of the seeds (seeds[rank::processes]).
 Writes OUTDIR/{seed:06d}.png, OUTDIR/grid.png (upscaled for viewing) and OUTDIR/run.json.
+
+Inversion (--invert INPUT...) runs the probability-flow ODE from each image to noise and
+back: OUTDIR/noise.npz, OUTDIR/{name}.png (the round trip), grid.png and run.json (with
+the round-trip errors). Editing (--edit INPUT... --label TARGET) inverts each image under
+its source class and regenerates it under the target class, sharing attention values
+(RF-Edit, `samplax.edit`): OUTDIR/{name}.png, grid.png (sources beside results), run.json.
+An INPUT is an image file, a .npy array in [-1, 1], or digits:LABEL[:INDICES] (held-out
+scikit-learn digits of one class).
 """
 
 from __future__ import annotations
@@ -26,17 +37,23 @@ from importlib import metadata
 
 import numpy as np
 
+from samplax.cli_inputs import read_inputs, to_pixels
+
 __all__ = ["main", "parse_seeds", "parser"]
 
 MODELS = ("digits-diffusion", "digits-flow")
-DEFAULTS = {"steps": 15, "guidance_scale": 2.0}
+DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64}
 BASE_SEED = 0
+IMAGE_SHAPE = (8, 8, 1)  # the shipped models' images
 
 
-def default_solver(model: str, schedule: str | None = None) -> str:
-    """DPM-Solver++ 2M for diffusion models; Euler for flows, whose log-SNR is infinite at
-    both ends of the path (exponential integrators need t inside (0, 1))."""
-    return "euler" if "rectified-flow" in (model, schedule) or model == "digits-flow" else "dpm++2m"
+def default_solver(model: str, schedule: str | None = None, mode: str = "sample") -> str:
+    """DPM-Solver++ 2M for diffusion models. For flows, whose log-SNR is infinite at both
+    ends of the path (exponential integrators need t inside (0, 1)): Euler for sampling,
+    RF-Solver-2 (second order, as RF-Edit uses) for inversion and editing."""
+    if "rectified-flow" in (model, schedule) or model == "digits-flow":
+        return "euler" if mode == "sample" else "rf-solver-2"
+    return "dpm++2m"
 
 
 def default_grid(schedule: str) -> str:
@@ -88,6 +105,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 UNCONDITIONAL = "none"
 
 
@@ -102,22 +129,39 @@ def _label(text: str):
 
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="samplax-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="digits-diffusion",
-                   help=f"{' or '.join(MODELS)}, or a checkpoint path (.msgpack) (default: %(default)s)")
-    p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() (default: dpm++2m for diffusion, euler for flow)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--invert", nargs="+", metavar="INPUT",
+                      help="invert these images to noise and sample them back (image files, .npy arrays, digits:LABEL[:INDICES])")
+    mode.add_argument("--edit", nargs="+", metavar="INPUT",
+                      help="edit these images from --source-label to --label (RF-Edit; needs a class-conditional flow model)")
+    p.add_argument("--model",
+                   help=f"{' or '.join(MODELS)}, or a checkpoint path (.msgpack) (default: digits-flow with --edit, else digits-diffusion)")
+    p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() "
+                   "(default: dpm++2m for diffusion; for flows euler, or rf-solver-2 with --invert/--edit)")
     p.add_argument("--steps", type=_positive, default=DEFAULTS["steps"], help="grid intervals (default: %(default)s)")
-    p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras (default: logsnr for diffusion, uniform for flow)")
+    p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras, shifted (default: logsnr for diffusion, uniform for flow)")
     p.add_argument("--t-end", type=float, default=None,
                    help="final time (default: the schedule's t_min)")
-    p.add_argument("--guidance-scale", type=float, default=DEFAULTS["guidance_scale"],
-                   help="classifier-free guidance weight, 1 for none (default: %(default)s)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
+                   "for sampling, 1 with --invert/--edit)")
     p.add_argument("--label", type=_label, default=None,
-                   help="class of every sample, or 'none' for unconditional (default: seed mod 10)")
-    p.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-63"), help="seeds such as 0-63 or 0,4,10-19 (default: 0-63)")
-    p.add_argument("--batch-size", type=_positive, default=64, help="samples per batch, a multiple of the local device count (default: %(default)s)")
+                   help="sampling: class of every sample, or 'none' (default: seed mod 10); --edit: the target class; "
+                   "--invert: the class to invert under (default: the input's digits:LABEL, else none)")
+    p.add_argument("--source-label", type=_label, default=None,
+                   help="--edit: the class of the inputs (default: LABEL of digits:LABEL inputs)")
+    p.add_argument("--inject", type=_non_negative, default=None,
+                   help="--edit: steps whose attention values are shared, 0 to --steps (default: --steps)")
+    p.add_argument("--reversible", action="store_true",
+                   help="--invert: use reversible Heun, whose round trip is exact to rounding (noise.npz then also holds its companion state)")
+    p.add_argument("--dark-ink", action="store_true",
+                   help="--invert/--edit: input images have dark strokes on a light background (scans); outputs are written the same way")
+    p.add_argument("--seeds", type=parse_seeds, default=None, help=f"sampling: seeds such as 0-63 or 0,4,10-19 (default: {DEFAULTS['seeds']})")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help=f"images per batch, a multiple of the local device count (default: {DEFAULTS['batch_size']})")
     p.add_argument("--outdir", default="samples", help="output folder; must not exist unless --force (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
-    p.add_argument("--distributed", action="store_true", help="initialise jax.distributed; each process samples seeds[rank::processes]")
+    p.add_argument("--distributed", action="store_true", help="sampling: initialise jax.distributed; each process samples seeds[rank::processes]")
     p.add_argument("--coordinator-address", help="with --distributed: host:port of process 0 (default: auto-detect)")
     p.add_argument("--num-processes", type=_positive, help="with --distributed: number of processes (default: auto-detect)")
     p.add_argument("--process-id", type=int, help="with --distributed: this process's rank (default: auto-detect)")
@@ -125,12 +169,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _mode(args) -> str:
+    return "edit" if args.edit else "invert" if args.invert else "sample"
+
+
 def _check_arguments(args) -> None:
-    """Checks that need no JAX computation (so they run before jax.distributed starts)."""
+    """Checks that need no JAX computation (so they run before jax.distributed starts).
+    Fills in the defaults that depend on the mode."""
     from samplax import solvers
     from samplax.models import pretrained
     from samplax.solvers.grids import GRIDS
 
+    mode = _mode(args)
+    misplaced = [
+        ("--source-label", args.source_label is not None, mode != "edit", "--edit"),
+        ("--inject", args.inject is not None, mode != "edit", "--edit"),
+        ("--reversible", args.reversible, mode != "invert", "--invert"),
+        ("--dark-ink", args.dark_ink, mode == "sample", "--invert and --edit"),
+        ("--seeds", args.seeds is not None, mode != "sample", "sampling, not --" + mode),
+        ("--distributed", args.distributed, mode != "sample", "sampling, not --" + mode),
+    ]
+    for option, given, wrong_mode, allowed in misplaced:
+        if given and wrong_mode:
+            raise UsageError(f"{option} applies to {allowed} only")
+    args.model = args.model or ("digits-flow" if mode == "edit" else "digits-diffusion")
+    if mode == "sample":
+        args.seeds = args.seeds or parse_seeds(DEFAULTS["seeds"])
+    args.batch_size = args.batch_size or DEFAULTS["batch_size"]
+    if args.guidance_scale is None:
+        args.guidance_scale = DEFAULTS["sample_guidance_scale"] if mode == "sample" else 1.0
     if args.solver is not None and args.solver not in solvers.names():
         raise UsageError(f"unknown --solver {args.solver!r}; choose one of {', '.join(solvers.names())}")
     if args.grid is not None and args.grid not in GRIDS:
@@ -142,8 +209,15 @@ def _check_arguments(args) -> None:
             raise UsageError(f"--model {args.model!r} is neither {' nor '.join(MODELS)} nor an existing checkpoint file")
     if args.guidance_scale < 0:
         raise UsageError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
-    if args.label not in (None, UNCONDITIONAL) and args.label < 0:
-        raise UsageError(f"--label must be a class index >= 0 or 'none', got {args.label}")
+    for option, label in (("--label", args.label), ("--source-label", args.source_label)):
+        if label not in (None, UNCONDITIONAL) and label < 0:
+            raise UsageError(f"{option} must be a class index >= 0 or 'none', got {label}")
+    if mode == "edit" and args.label in (None, UNCONDITIONAL):
+        raise UsageError("--edit needs --label, the target class")
+    if mode == "edit" and args.inject is not None and args.inject > args.steps:
+        raise UsageError(f"--inject must lie in 0-{args.steps} (--steps), got {args.inject}")
+    if args.reversible and args.solver is not None:
+        raise UsageError("--reversible chooses its own solver (reversible Heun); drop --solver")
     if not args.distributed and any(v is not None for v in (args.coordinator_address, args.num_processes, args.process_id)):
         raise UsageError("--coordinator-address, --num-processes and --process-id need --distributed")
     outdir = pathlib.Path(args.outdir)
@@ -151,10 +225,6 @@ def _check_arguments(args) -> None:
         raise UsageError(f"output folder {str(outdir)!r} already exists; pass --force to write into it or choose another --outdir")
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"--outdir {str(outdir)!r} exists and is not a folder")
-
-
-def _to_uint8(images) -> np.ndarray:
-    return np.clip(np.round((np.asarray(images, np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def _write_png(path: pathlib.Path, pixels: np.ndarray) -> None:
@@ -167,9 +237,10 @@ def _write_png(path: pathlib.Path, pixels: np.ndarray) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _grid(tiles: list[np.ndarray], scale: int = 8, padding: int = 1) -> np.ndarray:
-    """Tiles (h, w, 1) uint8 in a near-square grid, each upscaled by `scale` (nearest)."""
-    columns = math.ceil(math.sqrt(len(tiles)))
+def _grid(tiles: list[np.ndarray], columns: int | None = None, scale: int = 8, padding: int = 1) -> np.ndarray:
+    """Tiles (h, w, 1) uint8 in rows of `columns` (default: a near-square grid), each
+    upscaled by `scale` (nearest)."""
+    columns = columns or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     height, width = tiles[0].shape[0] * scale, tiles[0].shape[1] * scale
     step_y, step_x = height + padding, width + padding
@@ -180,6 +251,13 @@ def _grid(tiles: list[np.ndarray], scale: int = 8, padding: int = 1) -> np.ndarr
     return canvas
 
 
+def _pairs_grid(sources: np.ndarray, results: np.ndarray) -> np.ndarray:
+    """Each source beside its result, pairs in rows of a near-square grid."""
+    pairs = math.ceil(math.sqrt(len(sources)))
+    tiles = [tile for pair in zip(sources, results) for tile in pair]
+    return _grid(tiles, columns=2 * pairs)
+
+
 def _versions() -> dict:
     versions = {"python": platform.python_version()}
     for package in ("samplax", "jax", "jaxlib", "flax", "optax", "numpy", "pillow"):
@@ -188,6 +266,37 @@ def _versions() -> dict:
         except metadata.PackageNotFoundError:
             versions[package] = None
     return versions
+
+
+def _load_model(args, mode: str):
+    """The module, its config and schedule, and the solver, checked against the arguments."""
+    import samplax
+    from samplax.models import pretrained
+
+    module, config = pretrained.load(args.model)
+    if "schedule" not in config:
+        raise UsageError(f"--model {args.model!r} is not a generative model (no schedule in its config)")
+    args.solver = args.solver or (None if args.reversible else default_solver(args.model, config["schedule"], mode))
+    args.grid = args.grid or default_grid(config["schedule"])
+    if args.solver is not None:
+        solver = samplax.solvers.get(args.solver)
+        if solver.adaptive and mode != "sample":
+            raise UsageError(f"--solver {args.solver} is adaptive; --invert and --edit need a fixed-grid solver")
+        if not solver.adaptive and args.steps < solver.min_steps():
+            raise UsageError(f"--solver {args.solver} needs --steps >= {solver.min_steps()}, got {args.steps}")
+    conditional = config.get("null_label") is not None
+    for option, label in (("--label", args.label), ("--source-label", args.source_label)):
+        if label not in (None, UNCONDITIONAL) and (not conditional or label >= config["null_label"]):
+            raise UsageError(
+                f"{option} {label} is not a class of this model"
+                + (f" (classes 0-{config['null_label'] - 1})" if conditional else " (it is unconditional; use --label none)")
+            )
+    schedule = samplax.schedules.get(config["schedule"])
+    try:
+        schedule.check_times(args.t_end)
+    except ValueError as error:
+        raise UsageError(f"--t-end: {error}") from None
+    return module, config, schedule
 
 
 def _run(args) -> dict:
@@ -211,26 +320,9 @@ def _run(args) -> dict:
     devices = jax.local_device_count()
     if args.batch_size % devices:
         raise UsageError(f"--batch-size {args.batch_size} does not divide over the {devices} local devices; use a multiple of {devices}")
-    module, config = pretrained.load(args.model)
-    if "schedule" not in config:
-        raise UsageError(f"--model {args.model!r} is not a generative model (no schedule in its config)")
-    args.solver = args.solver or default_solver(args.model, config["schedule"])
-    args.grid = args.grid or default_grid(config["schedule"])
+    module, config, schedule = _load_model(args, "sample")
     solver = samplax.solvers.get(args.solver)
-    if args.steps < solver.min_steps():
-        raise UsageError(f"--solver {args.solver} needs --steps >= {solver.min_steps()}, got {args.steps}")
     conditional = config.get("null_label") is not None
-    if args.label not in (None, UNCONDITIONAL) and (not conditional or args.label >= config["null_label"]):
-        raise UsageError(
-            f"--label {args.label} is not a class of this model"
-            + (f" (classes 0-{config['null_label'] - 1})" if conditional else " (it is unconditional; use --label none)")
-        )
-    schedule = samplax.schedules.get(config["schedule"])
-    t_end = args.t_end
-    try:
-        schedule.check_times(t_end)
-    except ValueError as error:
-        raise UsageError(f"--t-end: {error}") from None
 
     outdir = pathlib.Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -241,7 +333,7 @@ def _run(args) -> dict:
 
     @jax.jit
     def noise_for(seed_batch):
-        return jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seed_batch)
+        return jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), IMAGE_SHAPE))(seed_batch)
 
     def model_for(seed_batch):
         """The Denoiser for one batch; labels are sharded like the noise."""
@@ -255,7 +347,7 @@ def _run(args) -> dict:
         return pretrained.as_denoiser(module, schedule, config["prediction"], config["time_input"], **options)
 
     started = time.perf_counter()
-    tiles, nfe, first_batch_s = {}, None, None
+    tiles, nfe, first_batch_s = {}, [], None
     # No bigger than needed for few seeds, and a multiple of the device count.
     size = min(args.batch_size, -(-len(seeds) // devices) * devices)
     batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
@@ -265,14 +357,15 @@ def _run(args) -> dict:
         padded = np.asarray(batch + [batch[-1]] * (size - len(batch)), np.int32)
         noise = shard_batch(noise_for(jnp.asarray(padded)))
         try:
-            images, info = samplax.sample(model_for(padded), solver, noise, steps=args.steps, grid=args.grid, t_end=t_end)
+            images, info = samplax.sample(model_for(padded), solver, noise, steps=args.steps, grid=args.grid, t_end=args.t_end)
         except FloatingPointError as error:
             raise RuntimeError(f"{error}; nothing was written for these seeds") from None
-        pixels = _to_uint8(jax.device_get(images))[: len(batch)]
+        pixels = to_pixels(jax.device_get(images))[: len(batch)]
         for seed, tile in zip(batch, pixels):
             _write_png(outdir / f"{seed:06d}.png", tile)
             tiles[seed] = tile
-        nfe = int(info.nfe)
+        # One number for fixed grids; one per sample for adaptive solvers.
+        nfe += np.broadcast_to(np.asarray(info.nfe), (size,))[: len(batch)].tolist()
         if first_batch_s is None:
             first_batch_s = time.perf_counter() - started
     wall = time.perf_counter() - started
@@ -281,28 +374,164 @@ def _run(args) -> dict:
         "processes": processes,
         "local_devices": devices,
         "tiles": tiles,
-        "nfe": nfe,
-        "network_passes_per_sample": None if nfe is None else nfe * (2 if guided else 1),
+        "nfe": max(nfe, default=None),
+        "nfe_mean": float(np.mean(nfe)) if nfe else None,
+        "network_passes_per_sample": max(nfe) * (2 if guided else 1) if nfe else None,
         "wall_time_s": round(wall, 3),
         "first_batch_s": None if first_batch_s is None else round(first_batch_s, 3),
-        "model_config": {k: config.get(k) for k in ("command", "seed", "schedule", "prediction", "time_input")},
-        "t_end": t_end,
+        "model_config": _model_record(config),
+        "t_end": args.t_end,
     }
+
+
+def _model_record(config: dict) -> dict:
+    return {k: config.get(k) for k in ("command", "seed", "schedule", "prediction", "time_input")}
+
+
+def _labels_for(option: str, given, inputs, config) -> np.ndarray:
+    """One class per input: the option's value, else the class of digits:LABEL inputs,
+    else the null label (unconditional) where the model has one."""
+    null = config.get("null_label")
+    if given == UNCONDITIONAL or null is None:
+        return None if null is None else np.full(len(inputs.names), null, np.int32)
+    if given is not None:
+        return np.full(len(inputs.names), given, np.int32)
+    if option == "--source-label" and any(label is None for label in inputs.labels):
+        raise UsageError("--edit needs --source-label, the class of the input images (only digits:LABEL inputs carry one)")
+    return np.asarray([null if label is None else label for label in inputs.labels], np.int32)
+
+
+def _in_batches(count: int, size: int):
+    """Index arrays of `size` (the last padded with its last index) covering 0..count-1,
+    so every batch has one compiled shape; and how many of each are real."""
+    for start in range(0, count, size):
+        real = min(size, count - start)
+        yield np.minimum(np.arange(start, start + size), start + real - 1), real
+
+
+def _run_images(args) -> dict:
+    """--invert and --edit: read the inputs, run them in batches, write the results."""
+    import jax
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    import samplax
+    from samplax.models import pretrained
+
+    mode = _mode(args)
+    module, config, schedule = _load_model(args, mode)
+    try:
+        inputs = read_inputs(args.edit or args.invert, IMAGE_SHAPE, parse_seeds, dark_ink=args.dark_ink)
+    except (ValueError, argparse.ArgumentTypeError) as error:
+        raise UsageError(str(error)) from None
+    null = config.get("null_label")
+    if mode == "edit":
+        if config["prediction"] != "velocity" or null is None:
+            raise UsageError(f"--edit needs a class-conditional flow model (velocity prediction), e.g. --model digits-flow; "
+                             f"{args.model!r} predicts {config['prediction']!r}" + ("" if null is not None else " and is unconditional"))
+        source = _labels_for("--source-label", args.source_label, inputs, config)
+        target = np.full(len(inputs.names), args.label, np.int32)
+        args.inject = args.steps if args.inject is None else args.inject
+    else:
+        source = _labels_for("--label", args.label, inputs, config)
+    guided = null is not None and args.guidance_scale != 1.0
+
+    def model_for(labels):
+        options = {}
+        if labels is not None:
+            options["condition"] = {"label": jnp.asarray(labels)}
+            if guided:
+                options.update(unconditional={"label": jnp.full(labels.shape, null, jnp.int32)}, guidance_scale=args.guidance_scale)
+        return pretrained.as_denoiser(module, schedule, config["prediction"], config["time_input"], **options)
+
+    grid = {"steps": args.steps, "grid": args.grid, "t_end": args.t_end}
+    started = time.perf_counter()
+    size = min(args.batch_size, len(inputs.names))
+    results, noises, companions, nfe = [], [], [], None
+    for index, real in tqdm(list(_in_batches(len(inputs.names), size)), disable=args.no_progress, unit="batch", desc=mode):
+        images = jnp.asarray(inputs.images[index])
+        model = model_for(None if source is None else source[index])
+        try:
+            if mode == "edit":
+                condition = {"label": jnp.asarray(source[index])}
+                out, info = samplax.edit(model, args.solver, images, condition, {"label": jnp.asarray(target[index])},
+                                         args.steps, args.inject, grid=args.grid, t_end=args.t_end)
+                nfe = int(info.nfe)
+            elif args.reversible:
+                state, info = samplax.reversible_invert(model, images, **grid)
+                out, _ = samplax.reversible_sample(model, state, **grid)
+                noise, nfe = state.x, int(info.nfe)
+                companions.append(np.asarray(state.x_hat)[:real])
+            else:
+                noise, info = samplax.invert(model, args.solver, images, **grid)
+                out, _ = samplax.sample(model, args.solver, noise, **grid)
+                nfe = int(info.nfe)
+        except FloatingPointError as error:
+            raise RuntimeError(f"{error}; nothing was written") from None
+        results.append(np.asarray(jax.device_get(out))[:real])
+        if mode == "invert":
+            noises.append(np.asarray(noise)[:real])
+    wall = time.perf_counter() - started
+    results = np.concatenate(results)
+
+    outdir = pathlib.Path(args.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    pixels = to_pixels(results, args.dark_ink)
+    for name, tile in zip(inputs.names, pixels):
+        _write_png(outdir / f"{name}.png", tile)
+    _write_png(outdir / "grid.png", _pairs_grid(to_pixels(inputs.images, args.dark_ink), pixels))
+    record = {"inputs": list(inputs.names), "resized_inputs": list(inputs.resized), "wall_time_s": round(wall, 3),
+              "model_config": _model_record(config), "t_end": args.t_end}
+    if mode == "edit":
+        record.update(nfe=nfe, source_labels=source.tolist(), target_label=args.label, inject=args.inject)
+    else:
+        _write_noise(outdir / "noise.npz", inputs.names, np.concatenate(noises), companions)
+        errors = np.abs(results - inputs.images).max(axis=(1, 2, 3))
+        record.update(
+            nfe_per_direction=nfe,
+            solver=args.solver or "reversible-heun",
+            labels=None if source is None else source.tolist(),
+            round_trip_max_error={name: float(e) for name, e in zip(inputs.names, errors)},
+        )
+    return record
+
+
+def _write_noise(path: pathlib.Path, names, noise: np.ndarray, companions: list) -> None:
+    """noise.npz: the inverted noise (N, H, W, 1) and the input names in order; with
+    --reversible also `companion`, the second half of the reversible state
+    (`samplax.ReversibleState(noise, companion)` samples back exactly)."""
+    from samplax.models.checkpoints import write_atomic
+
+    arrays = {"noise": noise, "names": np.asarray(names)}
+    if companions:
+        arrays["companion"] = np.concatenate(companions)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     prog = "samplax-sample"
+    mode = _mode(args)
     try:
         _check_arguments(args)
-        result = _run(args)
+        result = _run(args) if mode == "sample" else _run_images(args)
     except UsageError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except (RuntimeError, OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
+    from samplax.models.checkpoints import write_atomic
+
     outdir = pathlib.Path(args.outdir)
+    if mode != "sample":
+        record = {"arguments": vars(args), "versions": _versions(), **result}
+        write_atomic(outdir / "run.json", (json.dumps(record, indent=2) + "\n").encode())
+        written = "edited images" if mode == "edit" else "round trips, noise.npz"
+        print(f"wrote {len(result['inputs'])} {written}, grid.png and run.json to {outdir}/")
+        return 0
     tiles = result.pop("tiles")
     if result["processes"] > 1:
         _gather_other_processes(outdir, args.seeds, tiles, result["rank"])
@@ -316,8 +545,6 @@ def main(argv=None) -> int:
             **result,
             "images": len(args.seeds),
         }
-        from samplax.models.checkpoints import write_atomic
-
         write_atomic(outdir / "run.json", (json.dumps(record, indent=2) + "\n").encode())
         print(f"wrote {len(args.seeds)} samples, grid.png and run.json to {outdir}/")
     return 0

@@ -13,36 +13,13 @@ import pytest
 from PIL import Image
 
 from samplax import cli
-from samplax.models import checkpoints, networks
-
-TINY = {"channels": 1, "widths": [8, 16], "groups": 4, "time_features": 8, "time_scale": 1.0, "num_classes": 10}
-
-
-def _random_network(kwargs, seed):
-    """A tiny UNet with small random weights, built abstractly and filled by one compiled
-    function (eager initialisation compiles every initialiser separately: slow on CPU)."""
-    import flax.nnx as nnx
-    import jax
-
-    model = nnx.eval_shape(lambda: networks.UNet(**kwargs, rngs=nnx.Rngs(0)))
-    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-
-    @jax.jit
-    def weights():
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-        return [0.05 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
-
-    nnx.update(model, jax.tree.unflatten(treedef, weights()))
-    return model
+from tiny_models import save_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny class-conditional UNet with random weights on the DDPM schedule: cheap to compile."""
-    path = tmp_path_factory.mktemp("model") / "tiny.msgpack"
-    config = {"network": "UNet", "network_kwargs": TINY, "schedule": "ddpm", "prediction": "noise",
-              "time_input": "discrete", "null_label": 10}
-    return str(checkpoints.save_model(path, _random_network(TINY, seed=1), config))
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny.msgpack", "diffusion", seed=1)
 
 
 def _error(capsys, argv):
@@ -140,3 +117,11 @@ def test_default_command_writes_recognisable_digits(tmp_path):
     assert metrics.label_accuracy(pixels, np.arange(64) % 10) >= 0.9
     again = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 2 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_adaptive_solver_records_its_per_sample_evaluations(tmp_path, tiny_model):
+    outdir = tmp_path / "adaptive"
+    argv = ["--model", tiny_model, "--solver", "dpm-solver-adaptive", "--seeds", "0-2", "--outdir", str(outdir), "--no-progress"]
+    assert cli.main(argv) == 0
+    record = json.loads((outdir / "run.json").read_text())
+    assert 0 < record["nfe_mean"] <= record["nfe"] and record["network_passes_per_sample"] == 2 * record["nfe"]

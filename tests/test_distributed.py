@@ -11,27 +11,7 @@ import numpy as np
 from PIL import Image
 
 from samplax import cli
-from samplax.models import checkpoints, networks
-
-TINY = {"channels": 1, "widths": [8, 16], "groups": 4, "time_features": 8, "time_scale": 1.0, "num_classes": 10}
-
-
-def _random_network(kwargs, seed):
-    """A tiny UNet with small random weights, built abstractly and filled by one compiled
-    function (eager initialisation compiles every initialiser separately: slow on CPU)."""
-    import flax.nnx as nnx
-    import jax
-
-    model = nnx.eval_shape(lambda: networks.UNet(**kwargs, rngs=nnx.Rngs(0)))
-    leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-
-    @jax.jit
-    def weights():
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-        return [0.05 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
-
-    nnx.update(model, jax.tree.unflatten(treedef, weights()))
-    return model
+from tiny_models import save_tiny
 
 
 def _free_port():
@@ -41,9 +21,7 @@ def _free_port():
 
 
 def test_two_processes_share_the_seeds(tmp_path):
-    config = {"network": "UNet", "network_kwargs": TINY, "schedule": "ddpm", "prediction": "noise",
-              "time_input": "discrete", "null_label": 10}
-    model = str(checkpoints.save_model(tmp_path / "tiny.msgpack", _random_network(TINY, seed=2), config))
+    model = save_tiny(tmp_path / "tiny.msgpack", "diffusion", seed=2)
     common = ["--model", model, "--seeds", "0-4", "--steps", "3", "--batch-size", "2", "--no-progress"]
     address = f"localhost:{_free_port()}"
     env = {**os.environ, "XLA_FLAGS": ""}
