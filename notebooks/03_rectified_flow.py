@@ -1,10 +1,12 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -284,3 +286,17 @@ for axis in axes.flat:
     axis.set_xticks([])
     axis.set_yticks([])
 figure.tight_layout()
+
+# %% [markdown]
+# The same edit from the command line, on the first six test 3s (writes each result, a
+# grid of sources beside results, and run.json; see docs/cli.md):
+#
+# ```bash
+# samplax-sample --edit digits:3:0-5 --label 8 --steps 10 --inject 10 --outdir three-to-eight
+# ```
+#
+# and an exact inversion of your own images (light strokes on dark, or `--dark-ink`):
+#
+# ```bash
+# samplax-sample --model digits-flow --invert my_three.png --label 3 --reversible --outdir inverted
+# ```
