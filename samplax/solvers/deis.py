@@ -22,6 +22,7 @@ over steps, so a time grid can be differentiated through them.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 import jax
@@ -94,9 +95,35 @@ def _gauss_legendre(nodes: int):
     return (points + 1.0) / 2.0, weights / 2.0  # on [0, 1]
 
 
+class _NoiseMultistep(FixedGridSolver):
+    """A multistep exponential integrator on the noise prediction, one evaluation per step:
+    x_{i+1} = scale_i x_i - sigma_{i+1} sum_j weights[i, j] eps_{i-j}, with orders warming
+    up from one. Subclasses give the weights."""
+
+    prediction = "noise"
+
+    def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
+        return steps + int(denoise_to_zero)
+
+    def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
+        steps = times.shape[0] - 1
+        builder = PlanBuilder(_stage_times(times, denoise_to_zero), history_size=self.order)
+        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
+        scale, multiplier, h = linear_part(schedule, times[:-1], times[1:], "noise")
+        weights = self._weights(schedule, times, h, orders)
+        builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights)
+        if denoise_to_zero:
+            append_denoising_stage(builder, schedule, times[-1], "noise")
+        return builder.build()
+
+    @abc.abstractmethod
+    def _weights(self, schedule, times, h, orders):
+        """(steps, order) weights of the past noise predictions, newest first."""
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class DEIS(FixedGridSolver):
+class DEIS(_NoiseMultistep):
     """tAB-DEIS (method="tab") and rhoAB-DEIS (method="rhoab"): multistep exponential
     integrators that extrapolate the noise prediction by a Lagrange polynomial in t or in
     rho = sigma / alpha.
@@ -116,8 +143,6 @@ class DEIS(FixedGridSolver):
     lower_order_final: bool = dataclasses.field(default=True, metadata={"static": True})
     quadrature_nodes: int = dataclasses.field(default=24, metadata={"static": True})
 
-    prediction = "noise"
-
     def __post_init__(self):
         if self.order not in (1, 2, 3):
             raise ValueError(f"DEIS order must be 1, 2 or 3, got {self.order!r}")
@@ -126,15 +151,8 @@ class DEIS(FixedGridSolver):
         if not isinstance(self.quadrature_nodes, int) or self.quadrature_nodes < 2:
             raise ValueError(f"quadrature_nodes must be an integer >= 2, got {self.quadrature_nodes!r}")
 
-    def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
-        return steps + int(denoise_to_zero)
-
-    def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
+    def _weights(self, schedule, times, h, orders):
         steps = times.shape[0] - 1
-        builder = PlanBuilder(_stage_times(times, denoise_to_zero), history_size=self.order)
-        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
-        scale, multiplier, h = linear_part(schedule, times[:-1], times[1:], "noise")
-        # The update is x_{i+1} = scale x_i - sigma_{i+1} sum_j weights[i, j] eps_{i-j}.
         ddim = psi(1, h)
         weights = jnp.zeros((steps, self.order), h.dtype).at[:, 0].set(ddim)
         for order in range(2, self.order + 1):
@@ -147,10 +165,7 @@ class DEIS(FixedGridSolver):
             )
             candidate = jnp.pad(candidate, ((0, 0), (0, self.order - order)))
             weights = jnp.where(jnp.asarray(orders)[:, None] == order, candidate, weights)
-        builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights)
-        if denoise_to_zero:
-            append_denoising_stage(builder, schedule, times[-1], "noise")
-        return builder.build()
+        return weights
 
     def _basis_integrals(self, schedule, times, h, ddim, order):
         """(steps, order): alpha_{i+1} times the integral over the step of each Lagrange
@@ -244,7 +259,7 @@ class RhoRungeKutta(FixedGridSolver):
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class IPNDM(FixedGridSolver):
+class IPNDM(_NoiseMultistep):
     """iPNDM (Zhang & Chen 2023, improving PNDM of Liu et al. 2022): the DDIM step with the
     noise prediction replaced by the equal-step Adams-Bashforth combination of the last
     `order` predictions, warming up from order one. Its order is `order` on grids uniform
@@ -258,28 +273,15 @@ class IPNDM(FixedGridSolver):
     order: int = dataclasses.field(default=4, metadata={"static": True})
     lower_order_final: bool = dataclasses.field(default=False, metadata={"static": True})
 
-    prediction = "noise"
-
     def __post_init__(self):
         if self.order not in (1, 2, 3, 4):
             raise ValueError(f"iPNDM order must be 1, 2, 3 or 4, got {self.order!r}")
 
-    def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
-        return steps + int(denoise_to_zero)
-
-    def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        steps = times.shape[0] - 1
-        builder = PlanBuilder(_stage_times(times, denoise_to_zero), history_size=self.order)
-        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
+    def _weights(self, schedule, times, h, orders):
         table = np.zeros((self.order, self.order))
         for order in range(1, self.order + 1):
             table[order - 1, :order] = _ADAMS_BASHFORTH[order - 1]
-        weights = jnp.asarray(table[orders - 1], times.dtype)  # (steps, order), static
-        scale, multiplier, h = linear_part(schedule, times[:-1], times[1:], "noise")
-        builder.set_update(np.arange(steps), scale, -(multiplier * psi(1, h))[:, None] * weights)
-        if denoise_to_zero:
-            append_denoising_stage(builder, schedule, times[-1], "noise")
-        return builder.build()
+        return psi(1, h)[:, None] * jnp.asarray(table[orders - 1], h.dtype)  # table rows are static
 
 
 def _register_all():
