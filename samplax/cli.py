@@ -128,6 +128,7 @@ def _label(text: str):
 
 
 def parser() -> argparse.ArgumentParser:
+    """The argument parser of samplax-sample (every option is described in docs/cli.md)."""
     p = _Parser(prog="samplax-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--invert", nargs="+", metavar="INPUT",
@@ -511,6 +512,9 @@ def _write_noise(path: pathlib.Path, names, noise: np.ndarray, companions: list)
 
 
 def main(argv=None) -> int:
+    """Run samplax-sample with `argv` (default: the process's arguments); returns the exit
+    status: 0 done, 2 a bad argument (one line on stderr, nothing written), 1 a failure
+    while computing."""
     args = parser().parse_args(argv)
     prog = "samplax-sample"
     mode = _mode(args)
