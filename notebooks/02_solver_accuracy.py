@@ -38,7 +38,12 @@ import samplax as sx
 FAST = os.environ.get("SAMPLAX_FAST") == "1"
 SAMPLES = 64 if FAST else 500
 NFES = [5, 8, 10] if FAST else [5, 6, 8, 10, 15, 20]
-SOLVERS = ["ddim", "dpm++2m", "dpm++3m-taylor"] if FAST else ["ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab3"]
+# One solver of each family in the full run (sx.solvers.names() lists every variant;
+# docs/benchmarks.md measures them all).
+SOLVERS = ["ddim", "dpm++2m", "dpm++3m-taylor"] if FAST else [
+    "ddim", "dpm-solver-3s", "dpm++2s", "dpm++3s", "dpm++2m", "dpm++3m", "dpm++3m-taylor",
+    "deis-tab3", "deis-rhoab3", "deis-rhork2", "ipndm", "unipc-bh1-3", "unipc-bh2-3",
+]
 
 # %% [markdown]
 # The problem: 64 dimensions, 8 components with standard deviations between 0.05 and 0.25
@@ -60,17 +65,36 @@ def rms_error(x):
 
 # %% [markdown]
 # Every run finishes with one denoising evaluation at the schedule's last time
-# (`denoise_to_zero=True`), so NFE = steps + 1.
+# (`denoise_to_zero=True`), so NFE = steps + 1 for solvers with one evaluation per step;
+# `solver.evaluations(steps, denoise_to_zero)` tells the NFE of any solver, and NFEs a
+# multi-stage solver cannot hit exactly are skipped.
 
 # %%
+def steps_for(name, nfe):
+    solver = sx.solvers.get(name)
+    return next((steps for steps in range(1, nfe + 1) if solver.evaluations(steps, True) == nfe), None)
+
+
 errors = {}
 for name in SOLVERS:
-    errors[name] = []
+    errors[name] = {}
     for nfe in NFES:
-        x, info = sx.sample(model, name, noise, steps=nfe - 1, grid="logsnr", denoise_to_zero=True)
+        steps = steps_for(name, nfe)
+        if steps is None:
+            continue
+        x, info = sx.sample(model, name, noise, steps=steps, grid="logsnr", denoise_to_zero=True)
         assert int(info.nfe) == nfe
-        errors[name].append(rms_error(x))
-    print(f"{name:16s}", " ".join(f"{e:.2e}" for e in errors[name]))
+        errors[name][nfe] = rms_error(x)
+    print(f"{name:16s}", " ".join(f"NFE {n}: {e:.2e}" for n, e in errors[name].items()))
+
+# %% [markdown]
+# The adaptive DPM-Solver-23 chooses its own steps per sample (here at its default
+# tolerances); its NFE is the mean over samples.
+
+# %%
+x_adaptive, adaptive_info = sx.sample(model, "dpm-solver-adaptive", noise)
+adaptive = (float(np.mean(adaptive_info.nfe)), rms_error(x_adaptive))
+print(f"dpm-solver-adaptive: mean NFE {adaptive[0]:.1f}, error {adaptive[1]:.2e}")
 
 # %% [markdown]
 # ## A learned time grid
@@ -98,7 +122,8 @@ print("learned times:", np.round(np.asarray(tuned_times), 4))
 # %%
 figure, axis = plt.subplots(figsize=(6, 4))
 for name, values in errors.items():
-    axis.loglog(NFES, values, marker="o", label=name)
+    axis.loglog(list(values), list(values.values()), marker="o", label=name)
+axis.loglog([adaptive[0]], [adaptive[1]], marker="s", linestyle="none", label="dpm-solver-adaptive")
 axis.loglog([nfe], [rms_error(x_tuned)], marker="*", markersize=14, linestyle="none", label="dpm++2m, learned grid")
 axis.set_xlabel("NFE")
 axis.set_ylabel("RMS error against the exact ODE")
