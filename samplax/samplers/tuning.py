@@ -5,9 +5,16 @@ here is a differentiable function of its time grid, the grid can be fitted for o
 solver and number of steps: minimise, by gradient descent, the mean squared distance
 between the few-step samples and a high-accuracy solve from the same noise (the idea of
 LD3, Tong et al., ICLR 2025, "Learning to Discretize Denoising Diffusion ODEs", here with a
-plain squared distance). The grid is parametrised by the softmax of free logits, which
-gives the fractions of the lambda range (lambda = log(alpha / sigma)) that each step
-covers, so it is strictly monotone with fixed end points whatever the logits are.
+plain squared distance and without LD3's relaxation of the training noise). The grid is
+parametrised by the softmax of free logits, which gives the fractions of the range that
+each step covers, so it is strictly monotone with fixed end points whatever the logits are.
+The range is that of lambda = log(alpha / sigma) for diffusion schedules (as LD3's
+"lambda" mode) and that of t itself for rectified flow, whose lambda is infinite at t = 1
+and t = 0 (as LD3's "time" mode).
+
+The loss over the grid is not convex and has many local minima at few steps; fits start
+from several hand-made grids if asked (`init=("logsnr", "karras", ...)`), lower the step
+size along a cosine, and keep the grid with the lowest training loss seen.
 
 Fit on one set of noise, check on another: `sample(model, solver, held_out_noise,
 grid=times)` takes the learned grid as it is.
@@ -29,7 +36,7 @@ from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.base import get as get_solver
-from samplax.solvers.grids import time_grid
+from samplax.solvers.grids import default_grid, time_grid
 
 __all__ = ["TuneInfo", "tune_grid", "grid_from_logits", "save_grid", "load_grid"]
 
@@ -48,16 +55,37 @@ class TuneInfo:
     logits: jax.Array
 
 
-def grid_from_logits(schedule, logits, t_start, t_end):
-    """The decreasing grid whose steps cover softmax(logits) fractions of the lambda range
-    from t_start to t_end; strictly monotone, with the end points exactly t_start and t_end."""
-    lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
+SPACINGS = ("lambda", "time")
+
+
+def _spacing(schedule, spacing, t_start, t_end):
+    """The variable the grid's fractions divide, by default "time" for rectified flow (whose
+    default grid is uniform in t, and whose lambda = log(alpha / sigma) is infinite at t = 1
+    and t = 0) or wherever lambda is infinite at an end point, and "lambda" otherwise."""
+    if spacing is None:
+        finite = bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end])))))
+        return "lambda" if finite and default_grid(schedule) == "logsnr" else "time"
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS} or None, got {spacing!r}")
+    return spacing
+
+
+def grid_from_logits(schedule, logits, t_start, t_end, spacing="lambda"):
+    """The decreasing grid whose steps cover softmax(logits) fractions of the range from
+    t_start to t_end, in lambda (spacing="lambda") or in t (spacing="time"). Strictly
+    monotone whatever the logits are, with the end points exactly t_start and t_end."""
     fractions = jnp.concatenate([jnp.zeros((1,), logits.dtype), jnp.cumsum(jax.nn.softmax(logits))])
-    times = schedule.inverse_lambda(lambda_start + fractions * (lambda_end - lambda_start))
+    if spacing == "time":
+        times = t_start + fractions * (t_end - t_start)
+    elif spacing == "lambda":
+        lambda_start, lambda_end = schedule.lambda_(t_start), schedule.lambda_(t_end)
+        times = schedule.inverse_lambda(lambda_start + fractions * (lambda_end - lambda_start))
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     return times.at[0].set(t_start).at[-1].set(t_end)
 
 
-def _initial_logits(schedule, init, steps, t_start, t_end):
+def _initial_logits(schedule, init, steps, t_start, t_end, spacing):
     """Logits that reproduce the grid `init` (a grid kind or an array of steps + 1 times)."""
     if isinstance(init, str):
         times = time_grid(schedule, steps, init, t_start, t_end)
@@ -65,10 +93,17 @@ def _initial_logits(schedule, init, steps, t_start, t_end):
         times = jnp.asarray(init, jnp.result_type(float))
         if times.shape != (steps + 1,):
             raise ValueError(f"init must be a grid kind or an array of steps + 1 = {steps + 1} times")
-    increments = jnp.diff(schedule.lambda_(times))
+    increments = jnp.diff(schedule.lambda_(times) if spacing == "lambda" else -times)
     if not bool(jnp.all(increments > 0)):
         raise ValueError("init must be a strictly decreasing grid from t_start to t_end")
     return jnp.log(increments / jnp.sum(increments))
+
+
+def _as_inits(init):
+    """A tuple of starting grids: `init` is one grid kind or array, or a tuple/list of them."""
+    if isinstance(init, (tuple, list)) and len(init) > 0 and (isinstance(init[0], str) or np.ndim(init[0]) == 1):
+        return tuple(init)
+    return (init,)
 
 
 def tune_grid(
@@ -80,13 +115,15 @@ def tune_grid(
     shape: tuple[int, ...],
     samples: int = 128,
     iterations: int = 300,
-    learning_rate: float = 0.05,
+    learning_rate: float = 0.2,
+    decay: bool = True,
     t_start=None,
     t_end=None,
     denoise_to_zero: bool = True,
-    init="logsnr",
+    init=None,
+    spacing=None,
     reference=None,
-    reference_solver="dpm++3m-taylor",
+    reference_solver=None,
     reference_steps: int = 200,
 ):
     """Fit the time grid of `solver` with `steps` intervals to `model`.
@@ -98,15 +135,26 @@ def tune_grid(
         key: PRNG key for the training noise (standard normal, `samples` draws of `shape`).
         shape: the shape of one sample, without the batch axis.
         samples: number of training noises.
-        iterations: Adam steps (full batch).
+        iterations: Adam steps (full batch) per starting grid.
         learning_rate: Adam step size on the logits.
+        decay: lower the step size along a cosine from learning_rate to 1% of it over the
+            iterations (True), or keep it constant.
         t_start, t_end: fixed end points (default: the schedule's t_max and t_min).
         denoise_to_zero: fit the solver as it will run, with (True) or without the final
             denoising step; pass the same value to `sample`.
-        init: the starting grid: a grid kind ("logsnr", "karras", ...) or an array.
+        init: the starting grid: a grid kind ("logsnr", "karras", ...) or an array, or a
+            tuple of them: each is fitted in turn and the grid with the lowest training loss
+            over all of them is returned (restarts against local minima). Default: the
+            schedule's default grid ("logsnr", or "uniform" for rectified flow).
+        spacing: the variable whose range the learned fractions divide: "lambda"
+            (log(alpha / sigma); the natural scale of diffusion samplers) or "time" (t
+            itself). Default: "lambda", or "time" where lambda is infinite at an end point,
+            as on rectified flow with t_start = 1 or t_end = 0.
         reference: the high-accuracy solution from the training noise, if already known
-            (`samples` x `shape`); otherwise computed with `reference_solver` on a logSNR
-            grid of `reference_steps` steps.
+            (`samples` x `shape`); otherwise computed with `reference_solver` on
+            `reference_steps` steps of the schedule's default grid.
+        reference_solver: default "dpm++3m-taylor" for diffusion schedules (lambda
+            spacing), "rk4" otherwise.
 
     Returns:
         (times, TuneInfo): the fitted decreasing grid of steps + 1 times, which
@@ -125,14 +173,16 @@ def tune_grid(
     t_start = jnp.asarray(schedule.t_max if t_start is None else t_start, dtype)
     t_end = jnp.asarray(schedule.t_min if t_end is None else t_end, dtype)
     schedule.check_times(t_start, t_end)
+    spacing = _spacing(schedule, spacing, t_start, t_end)
+    inits = _as_inits(default_grid(schedule) if init is None else init)
     noise = jax.random.normal(key, (samples, *shape), dtype)
     if reference is None:
         reference, _ = sample(
             model,
-            reference_solver,
+            reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
             noise,
             steps=reference_steps,
-            grid="logsnr",
+            grid=default_grid(schedule),
             t_start=t_start,
             t_end=t_end,
             denoise_to_zero=denoise_to_zero,
@@ -142,11 +192,12 @@ def tune_grid(
         raise ValueError(f"reference must have shape {noise.shape}, got {reference.shape}")
 
     def loss(logits, noise, reference):
-        times = grid_from_logits(schedule, logits, t_start, t_end)
+        times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
         x, _ = sample(model, solver, noise, grid=times, denoise_to_zero=denoise_to_zero)
         return jnp.mean((x - reference) ** 2)
 
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    rate = optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.01) if decay else learning_rate
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rate))
 
     @jax.jit
     def update(logits, state, noise, reference):
@@ -154,25 +205,23 @@ def tune_grid(
         updates, state = optimizer.update(gradient, state, logits)
         return optax.apply_updates(logits, updates), state, value
 
-    logits = _initial_logits(schedule, init, steps, t_start, t_end).astype(dtype)
-    state = optimizer.init(logits)
-    best_logits, best_loss = logits, jnp.inf
-    losses = []
-    for _ in range(iterations):
-        new_logits, state, value = update(logits, state, noise, reference)
-        # value is the loss of `logits`, before this update.
-        if bool(value < best_loss):
-            best_logits, best_loss = logits, value
-        losses.append(value)
-        logits = new_logits
-    _, _, final = update(logits, state, noise, reference)  # the loss of the last logits
-    if bool(final < best_loss):
-        best_logits, best_loss = logits, final
-    losses.append(final)
-    losses = jnp.stack(losses)
-    if not bool(jnp.isfinite(best_loss)):
+    runs, best_run, best_logits, best_loss = [], None, None, jnp.inf
+    for start in inits:
+        logits = _initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype)
+        state = optimizer.init(logits)
+        losses = []
+        for _ in range(iterations + 1):
+            # value is the loss of `logits`, before this update; the last update is not applied.
+            new_logits, state, value = update(logits, state, noise, reference)
+            if bool(value < best_loss):
+                best_run, best_logits, best_loss = len(runs), logits, value
+            losses.append(value)
+            logits = new_logits
+        runs.append(jnp.stack(losses))
+    if best_logits is None or not bool(jnp.isfinite(best_loss)):
         raise FloatingPointError("tune_grid: the training loss is not finite; lower learning_rate")
-    times = grid_from_logits(schedule, best_logits, t_start, t_end)
+    losses = runs[best_run]
+    times = grid_from_logits(schedule, best_logits, t_start, t_end, spacing)
     return times, TuneInfo(initial_loss=losses[0], losses=losses, best_loss=best_loss, logits=best_logits)
 
 
