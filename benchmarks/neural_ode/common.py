@@ -56,12 +56,13 @@ def summarize(runs, keys):
     return out
 
 
-def train_interleaved(setups, optimizer, batches, *, key, total_steps):
+def train_interleaved(setups, optimizer, batches, *, key, total_steps, weight_delay=0):
     """Trains several methods step by step in turn, on the same batches and keys.
 
     setups: name -> (loss_fn, params, weight_start, weight_end). Interleaving makes
     load from other processes on a shared machine hit every method alike, so the
-    training-time ratios stay meaningful. Returns name -> (params, History).
+    training-time ratios stay meaningful. Regularization weights are zero for the first
+    `weight_delay` steps. Returns name -> (params, History).
     """
     from samplax.neural_ode import History, exponential_weight, make_step, timed_step
 
@@ -75,6 +76,6 @@ def train_interleaved(setups, optimizer, batches, *, key, total_steps):
         k = jax.random.fold_in(key, s)
         for name in names[s % len(names):] + names[: s % len(names)]:
             step, params, opt_state, hist, w0, w1 = state[name]
-            weight = exponential_weight(s, total_steps, w0, w1)
+            weight = exponential_weight(s, total_steps, w0, w1, weight_delay)
             state[name][1:3] = timed_step(step, hist, s, params, opt_state, batch, k, weight)
     return {name: (st[1], st[3]) for name, st in state.items()}

@@ -17,11 +17,12 @@ def digits(seed: int, test_fraction: float = 0.2):
 
 
 def spirals(n: int, *, seed: int, num_times: int = 40, observed: float = 0.5,
-            t_max: float = 6.0, noise: float = 0.05):
+            t_max: float = 6.0, noise: float = 0.05, times=None):
     """Irregularly sampled 2-D spirals, clockwise and counter-clockwise.
 
-    All series share `num_times` sorted random times on [0, t_max]; each keeps a random
-    `observed` fraction of them (mask), with Gaussian observation noise.
+    All series share `num_times` sorted random times on [0, t_max] (or the given `times`,
+    e.g. those of a training set, so that a test set lies on the same grid); each keeps a
+    random `observed` fraction of them (mask), with Gaussian observation noise.
     Returns (times (T,), x (n, T, 2) noisy, clean (n, T, 2), mask (n, T)).
     """
     if n < 1 or num_times < 2 or not 0 < observed <= 1:
@@ -30,7 +31,15 @@ def spirals(n: int, *, seed: int, num_times: int = 40, observed: float = 0.5,
             f"{observed}."
         )
     rng = np.random.default_rng(seed)
-    times = np.sort(np.concatenate([[0.0], rng.uniform(0, t_max, num_times - 1)]))
+    drawn = np.sort(np.concatenate([[0.0], rng.uniform(0, t_max, num_times - 1)]))
+    if times is None:
+        times = drawn
+    else:
+        times = np.asarray(times, dtype=float)
+        if times.shape != (num_times,) or np.any(np.diff(times) < 0):
+            raise ValueError(
+                f"times must be {num_times} increasing values, got shape {times.shape}."
+            )
     radius0 = rng.uniform(0.8, 1.2, (n, 1))
     phase = rng.uniform(0, 2 * np.pi, (n, 1))
     direction = rng.choice([-1.0, 1.0], (n, 1))

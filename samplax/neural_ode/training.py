@@ -1,7 +1,8 @@
 """Optax training loop with an exponentially decaying regularization weight.
 
 The weight follows lambda(s) = lambda_0 (lambda_1 / lambda_0)^(s / S) over S steps, the
-schedule of Pal et al. (ICML 2021, 2023).
+schedule of Pal et al. (ICML 2021, 2023); optionally it is zero for the first `delay`
+steps and then decays over the remaining S - delay steps.
 """
 
 import time
@@ -12,17 +13,22 @@ import jax.numpy as jnp
 import optax
 
 
-def exponential_weight(step, total_steps: int, start: float, end: float):
-    """start * (end / start) ** (step / total_steps); constant when start == end."""
+def exponential_weight(step, total_steps: int, start: float, end: float, delay: int = 0):
+    """0 before `delay`, then start * (end / start) ** ((step - delay) / (total_steps - delay));
+    constant after the delay when start == end."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
+    if not 0 <= delay < total_steps:
+        raise ValueError(f"delay must lie in [0, total_steps), got {delay}.")
     if start < 0 or end < 0 or (start == 0) != (end == 0):
         raise ValueError(
             f"start and end must be both positive or both zero, got {start}, {end}."
         )
     if start == 0:
         return jnp.zeros(())
-    return start * (end / start) ** (jnp.asarray(step) / total_steps)
+    step = jnp.asarray(step)
+    decayed = start * (end / start) ** ((step - delay) / (total_steps - delay))
+    return jnp.where(step < delay, 0.0, decayed)
 
 
 @dataclass
@@ -82,10 +88,11 @@ def timed_step(step, history: History, s: int, *args):
 
 
 def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, key,
-          total_steps: int, weight_start: float = 0.0, weight_end: float = 0.0):
+          total_steps: int, weight_start: float = 0.0, weight_end: float = 0.0,
+          weight_delay: int = 0):
     """Optax loop over `total_steps` batches of one shape with the decaying weight.
 
-    The first step's time (compilation) is kept apart from the training time of the
+    The weight is zero for the first `weight_delay` steps. The first step's time (compilation) is kept apart from the training time of the
     remaining steps. Returns (params, History).
     """
     step = make_step(loss_fn, optimizer)
@@ -93,7 +100,7 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, 
     history = History()
     batches = iter(batches)
     for s in range(total_steps):
-        weight = exponential_weight(s, total_steps, weight_start, weight_end)
+        weight = exponential_weight(s, total_steps, weight_start, weight_end, weight_delay)
         params, opt_state = timed_step(
             step, history, s, params, opt_state, next(batches), jax.random.fold_in(key, s),
             weight,

@@ -22,6 +22,7 @@ from samplax.neural_ode import (
     steer_times,
     train,
 )
+from samplax.neural_ode.data import spirals
 
 
 Y0 = np.array([[1.0, -2.0], [0.5, 3.0]])
@@ -63,6 +64,26 @@ def test_exponential_weight():
         exponential_weight(0, 10, 1.0, 0.0)
     with pytest.raises(ValueError, match="total_steps"):
         exponential_weight(0, 0, 1.0, 1.0)
+    # with a delay: zero before it, then the full decay over the remaining steps
+    assert float(exponential_weight(3, 10, 100.0, 10.0, delay=4)) == 0.0
+    np.testing.assert_allclose(exponential_weight(4, 10, 100.0, 10.0, delay=4), 100.0)
+    np.testing.assert_allclose(exponential_weight(7, 10, 100.0, 10.0, delay=4), np.sqrt(1000.0))
+    np.testing.assert_allclose(exponential_weight(10, 10, 100.0, 10.0, delay=4), 10.0)
+    with pytest.raises(ValueError, match="delay"):
+        exponential_weight(0, 10, 1.0, 1.0, delay=10)
+
+
+def test_spirals_test_set_can_share_the_training_time_grid():
+    times, x, clean, mask = spirals(5, seed=0)
+    times2, x2, clean2, _ = spirals(7, seed=1, times=times)
+    np.testing.assert_array_equal(times2, times)
+    assert x2.shape == (7, 40, 2) and not np.allclose(clean2[:5], clean)
+    # the radius decays as exp(-0.15 t) on the given grid
+    radius = np.linalg.norm(clean2, axis=-1)
+    np.testing.assert_allclose(radius / radius[:, :1], np.exp(-0.15 * times)[None].repeat(7, 0))
+    assert mask[:, 0].all()
+    with pytest.raises(ValueError, match="times"):
+        spirals(3, seed=0, times=times[::-1])
 
 
 def test_train_recovers_a_decay_rate():
