@@ -111,16 +111,19 @@ def table(report, convention):
         cells = [fmt.format(v) if isinstance(v, float) else (v if v is not None else "-") for v in values]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
+    def cells(by_nfe, read):
+        return [read(by_nfe[str(n)]) if str(n) in by_nfe else None for n in nfes]
+
     for solver in report["solvers"]:
         results = part["results"].get(solver, {})
-        row(f"{solver}, best fixed grid", [min(results[str(n)]["baseline"].values()) if str(n) in results else None for n in nfes])
-        row(f"{solver}, learned grid", [results[str(n)]["learned"] if str(n) in results else None for n in nfes])
+        row(f"{solver}, best fixed grid", cells(results, lambda entry: min(entry["baseline"].values())))
+        row(f"{solver}, learned grid", cells(results, lambda entry: entry["learned"]))
     best, peers = part["best_learned"], part.get("best_peer", {})
-    row("**samplax best learned** (chosen by training loss)", [best[str(n)]["error"] if str(n) in best else None for n in nfes])
-    row("solver", [best[str(n)]["solver"] if str(n) in best else None for n in nfes], fmt="{}")
+    row("**samplax best learned** (chosen by training loss)", cells(best, lambda entry: entry["error"]))
+    row("solver", cells(best, lambda entry: entry["solver"]), fmt="{}")
     if peers:
-        row(f"**best peer configuration ({convention})**", [peers[str(n)]["error"] if str(n) in peers else None for n in nfes])
-        row("peer", [peers[str(n)]["config"] if str(n) in peers else None for n in nfes], fmt="{}")
+        row(f"**best peer configuration ({convention})**", cells(peers, lambda entry: entry["error"]))
+        row("peer", cells(peers, lambda entry: entry["config"]), fmt="{}")
         ratios = [best[str(n)]["error"] / peers[str(n)]["error"] if str(n) in peers and str(n) in best else None for n in nfes]
         row("ratio samplax / peer (target <= 0.50)", ratios, fmt="{:.2f}")
     else:
@@ -150,7 +153,8 @@ def markdown(report):
             if convention == "t_min"
             else "Ending with the denoising step to sigma = 0, NFE = steps + 1; error against the exact endpoint at sigma = 0"
         )
-        lines += ["", f"## {title}", "", *table(report, convention), "", f"Reference solve error on the held-out noise: {part['reference_error']:.2e}."]
+        reference = f"Reference solve error on the held-out noise: {part['reference_error']:.2e}."
+        lines += ["", f"## {title}", "", *table(report, convention), "", reference]
     lines += [
         "",
         "Training RMS before -> after fitting, the fitted grids and fit times are in "

@@ -1,5 +1,6 @@
-"""Learned time grids: monotone with fixed end points, lower error on held-out noise, saved
-and loaded exactly."""
+"""Learned time grids: monotone with fixed end points, lower error on held-out noise (for
+diffusion, spaced in lambda, and for rectified flow, spaced in t), restarts from several
+grids, saved and loaded exactly."""
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +78,53 @@ def test_any_logits_give_a_monotone_grid():
     )
 
 
+def test_several_starting_grids_keep_the_lowest_training_loss(fitted):
+    """A fit from a tuple of grids returns the best of the fits from each of them (fits are
+    deterministic, so the numbers agree exactly)."""
+    model = fitted[0]
+    fit = lambda init: sx.tune_grid(  # noqa: E731
+        model, "dpm++2m", STEPS, jax.random.PRNGKey(0), shape=(8,), samples=SAMPLES, iterations=10, init=init
+    )
+    single = {init: fit(init) for init in ("uniform", "karras")}
+    times, info = fit(("uniform", "karras"))
+    losses = {init: float(result[1].best_loss) for init, result in single.items()}
+    winner = min(losses, key=losses.get)
+    assert losses["uniform"] != losses["karras"]
+    assert float(info.best_loss) == losses[winner]
+    np.testing.assert_array_equal(times, single[winner][0])
+    np.testing.assert_array_equal(info.losses, single[winner][1].losses)
+
+
+def test_learned_flow_grid_lowers_error_on_held_out_noise():
+    """On rectified flow lambda is infinite at t = 1, so the grid is spaced in t: a learned
+    Heun grid beats the uniform grid it starts from on held-out noise by over 25% (0.058 ->
+    0.037 when written), and the SD3-shifted grid too."""
+    schedule = sx.schedules.RectifiedFlow()
+    model = sx.GaussianMixture.random(0, 4, 3, std_range=(0.1, 0.3)).denoiser(schedule, "velocity")
+    t_end, steps = 0.05, 4  # the mixture velocity is 0/0 at t = 0 exactly
+    times, info = sx.tune_grid(
+        model, "heun", steps, jax.random.PRNGKey(0), shape=(4,), samples=SAMPLES, iterations=60,
+        t_end=t_end, denoise_to_zero=False,
+    )
+    assert times.shape == (steps + 1,) and float(times[0]) == 1.0 and float(times[-1]) == pytest.approx(t_end)
+    assert bool(jnp.all(jnp.diff(times) < 0))
+    noise = jax.random.normal(jax.random.PRNGKey(1), (256, 4))
+    reference, _ = sx.sample(model, "rk4", noise, steps=200, t_end=t_end)
+    samples = [sx.sample(model, "heun", noise, steps=steps, grid=grid, t_end=t_end)[0] for grid in ("uniform", "shifted", times)]
+    errors = [float(jnp.sqrt(jnp.mean((x - reference) ** 2))) for x in samples]
+    assert errors[2] < 0.75 * min(errors[:2]), errors
+    assert float(info.best_loss) < 0.5 * float(info.initial_loss), (info.initial_loss, info.best_loss)
+
+
+def test_time_spacing_of_equal_logits_is_the_uniform_grid():
+    schedule = sx.schedules.RectifiedFlow()
+    np.testing.assert_allclose(
+        grid_from_logits(schedule, jnp.zeros(5), 1.0, 0.0, spacing="time"), jnp.linspace(1.0, 0.0, 6), atol=1e-6
+    )
+    times = grid_from_logits(schedule, 3.0 * jax.random.normal(jax.random.PRNGKey(3), (5,)), 1.0, 0.0, spacing="time")
+    assert float(times[0]) == 1.0 and float(times[-1]) == 0.0 and bool(jnp.all(jnp.diff(times) < 0))
+
+
 def test_save_and_load_round_trip(fitted, tmp_path):
     _, times, _ = fitted
     path = tmp_path / "grid.json"
@@ -96,3 +144,5 @@ def test_bad_input(fitted):
         sx.tune_grid(model, "dpm-solver-adaptive", 4, jax.random.PRNGKey(0), shape=(8,))
     with pytest.raises(ValueError, match="steps"):
         sx.tune_grid(model, "dpm++2m", 0, jax.random.PRNGKey(0), shape=(8,))
+    with pytest.raises(ValueError, match="spacing"):
+        sx.tune_grid(model, "dpm++2m", 4, jax.random.PRNGKey(0), shape=(8,), spacing="sigma")
