@@ -46,8 +46,10 @@ GRID_FORMAT = "samplax-time-grid-1"
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TuneInfo:
-    """What a fit did: the training loss (mean squared distance to the reference) before
-    fitting and after every iteration, and the logits of the returned grid."""
+    """What a fit did: the training loss (mean squared distance to the reference) of the
+    starting grid and after every iteration of the fit that found the returned grid (with
+    several starting grids, the one that won), the lowest training loss, and the logits of
+    the returned grid."""
 
     initial_loss: jax.Array
     losses: jax.Array
@@ -116,7 +118,6 @@ def tune_grid(
     samples: int = 128,
     iterations: int = 300,
     learning_rate: float = 0.2,
-    decay: bool = True,
     t_start=None,
     t_end=None,
     denoise_to_zero: bool = True,
@@ -136,9 +137,8 @@ def tune_grid(
         shape: the shape of one sample, without the batch axis.
         samples: number of training noises.
         iterations: Adam steps (full batch) per starting grid.
-        learning_rate: Adam step size on the logits.
-        decay: lower the step size along a cosine from learning_rate to 1% of it over the
-            iterations (True), or keep it constant.
+        learning_rate: the initial Adam step size on the logits, lowered along a cosine to
+            1% of it over the iterations.
         t_start, t_end: fixed end points (default: the schedule's t_max and t_min).
         denoise_to_zero: fit the solver as it will run, with (True) or without the final
             denoising step; pass the same value to `sample`.
@@ -196,7 +196,7 @@ def tune_grid(
         x, _ = sample(model, solver, noise, grid=times, denoise_to_zero=denoise_to_zero)
         return jnp.mean((x - reference) ** 2)
 
-    rate = optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.01) if decay else learning_rate
+    rate = optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.01)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rate))
 
     @jax.jit
