@@ -96,6 +96,9 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, 
     remaining steps. Returns (params, History).
     """
     step = make_step(loss_fn, optimizer)
+    # Weakly typed leaves (e.g. jnp.array(1.0)) come back strongly typed from the update,
+    # which would retrace the step once; make them strong up front.
+    params = jax.tree.map(lambda a: jnp.asarray(a, jnp.result_type(a)), params)
     opt_state = optimizer.init(params)
     history = History()
     batches = iter(batches)
