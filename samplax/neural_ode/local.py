@@ -88,6 +88,9 @@ def unbiased_time(key, t0, t1) -> jax.Array:
 
 
 class ReservoirState(eqx.Module):
+    """The biased sampler's reservoir: the number of accepted steps seen, and the start
+    time, size and state of the one step kept."""
+
     count: jax.Array
     t: jax.Array
     dt: jax.Array

@@ -92,6 +92,9 @@ Method = (
 
 
 class Output(eqx.Module):
+    """One solve of a method: the saved states, the regularization penalty (zero for methods
+    without one: unregularized and STEER) and the number of vector-field evaluations."""
+
     ys: jax.Array
     penalty: jax.Array
     nfe: jax.Array
