@@ -31,6 +31,7 @@ def spirals(n: int, *, seed: int, num_times: int = 40, observed: float = 0.5,
             f"{observed}."
         )
     rng = np.random.default_rng(seed)
+    # Drawn even when `times` is given, so the series themselves do not depend on it.
     drawn = np.sort(np.concatenate([[0.0], rng.uniform(0, t_max, num_times - 1)]))
     if times is None:
         times = drawn

@@ -92,8 +92,9 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, 
           weight_delay: int = 0):
     """Optax loop over `total_steps` batches of one shape with the decaying weight.
 
-    The weight is zero for the first `weight_delay` steps. The first step's time (compilation) is kept apart from the training time of the
-    remaining steps. Returns (params, History).
+    The weight is zero for the first `weight_delay` steps. The first step's time
+    (compilation) is kept apart from the training time of the remaining steps.
+    Returns (params, History).
     """
     step = make_step(loss_fn, optimizer)
     # Weakly typed leaves (e.g. jnp.array(1.0)) come back strongly typed from the update,
