@@ -25,6 +25,16 @@ import numpy as np
 TASKS = ("diffusion", "flow", "classifier")
 
 
+def _levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected levels such as 0 or 0,1, got {text!r}") from None
+    if any(level < 0 for level in levels):
+        raise argparse.ArgumentTypeError(f"levels must be >= 0, got {text!r}")
+    return levels
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(part) for part in text.split(","))
@@ -47,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup-steps", type=int, default=200, help="(default: %(default)s)")
     p.add_argument("--ema-decay", type=float, default=0.999, help="(default: %(default)s)")
     p.add_argument("--widths", type=_widths, default=(32, 64), help="UNet channels per level (default: 32,64)")
+    p.add_argument("--attention-levels", type=_levels, default=(),
+                   help="UNet levels (0 = full resolution) with self-attention after each block, besides the "
+                   "middle one, e.g. 0 or 0,1 (default: none)")
     p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability for guidance (default: %(default)s)")
     p.add_argument("--time-density", choices=("uniform", "logit-normal"), default="logit-normal",
                    help="flow-matching time density (default: %(default)s)")
@@ -64,7 +77,7 @@ def _network(task: str, args) -> tuple[str, dict]:
         "channels": 1,
         "widths": list(args.widths),
         "blocks_per_level": 1,
-        "attention_levels": [],
+        "attention_levels": list(args.attention_levels),
         "heads": 1,
         "groups": 8,
         "time_features": 32,
