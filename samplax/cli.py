@@ -351,11 +351,11 @@ def _run(args) -> dict:
     tiles, nfe, first_batch_s = {}, [], None
     # No bigger than needed for few seeds, and a multiple of the device count.
     size = min(args.batch_size, -(-len(seeds) // devices) * devices)
-    batches = [seeds[i : i + size] for i in range(0, len(seeds), size)]
+    batches = list(_in_batches(len(seeds), size))
     description = f"sampling (process {rank})" if processes > 1 else "sampling"
-    for batch in tqdm(batches, disable=args.no_progress or not batches, unit="batch", desc=description):
-        # Pad the last batch with copies of its last seed: one compiled shape for all batches.
-        padded = np.asarray(batch + [batch[-1]] * (size - len(batch)), np.int32)
+    for index, real in tqdm(batches, disable=args.no_progress or not batches, unit="batch", desc=description):
+        padded = np.asarray(seeds, np.int32)[index]
+        batch = seeds[index[0] : index[0] + real]
         noise = shard_batch(noise_for(jnp.asarray(padded)))
         try:
             images, info = samplax.sample(model_for(padded), solver, noise, steps=args.steps, grid=args.grid, t_end=args.t_end)
@@ -404,8 +404,9 @@ def _labels_for(option: str, given, inputs, config) -> np.ndarray:
 
 def _in_batches(count: int, size: int):
     """Index arrays of `size` (the last padded with its last index) covering 0..count-1,
-    so every batch has one compiled shape; and how many of each are real."""
-    for start in range(0, count, size):
+    so every batch has one compiled shape; and how many of each are real. None when
+    count is 0 (a process with no seeds of its own)."""
+    for start in range(0, count, max(size, 1)):
         real = min(size, count - start)
         yield np.minimum(np.arange(start, start + size), start + real - 1), real
 
