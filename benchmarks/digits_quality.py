@@ -26,13 +26,14 @@ import numpy as np
 
 import samplax
 from samplax import metrics
-from samplax.cli import default_solver
+from samplax.cli import default_grid, default_solver
 from samplax.models import data, pretrained
 
 # solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
 SOLVERS = {
     "digits-diffusion": {"dpm++2m": (5, 10, 20, 100), "dpm++3m": (10, 20), "unipc-bh2-2": (10, 20), "ddim": (10, 20)},
     "digits-flow": {"euler": (5, 10, 20, 100), "heun": (10, 20), "midpoint": (10, 20), "rf-solver-2": (10, 20)},
+    "digits-flow-attention": {"euler": (5, 10, 20, 100), "heun": (10, 20), "rf-solver-2": (10, 20)},
 }
 ROOT = pathlib.Path(__file__).resolve().parent
 
@@ -52,7 +53,7 @@ def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
     noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
     labels = np.asarray(seeds) % 10
     model = pretrained.denoiser(model_name, labels=labels, guidance_scale=guidance)
-    grid = "uniform" if model_name == "digits-flow" else "logsnr"
+    grid = default_grid(pretrained.load(model_name)[1]["schedule"])
     images, info = samplax.sample(model, solver_name, noise, steps=steps, grid=grid)
     return np.asarray(images), labels, int(info.nfe)
 
@@ -93,7 +94,7 @@ def main() -> None:
     # Throughput: the same batch, second call (compiled), the command line's solver at 10 NFE.
     throughput = {}
     for model_name in args.models.split(","):
-        solver_name = default_solver(model_name)
+        solver_name = default_solver(pretrained.load(model_name)[1]["schedule"])
         _draw(model_name, solver_name, 10, args.samples, args.guidance)
         started = time.perf_counter()
         images, _, _ = _draw(model_name, solver_name, 10, args.samples, args.guidance)

@@ -41,17 +41,17 @@ from samplax.cli_inputs import read_inputs, to_pixels
 
 __all__ = ["main", "parse_seeds", "parser"]
 
-MODELS = ("digits-diffusion", "digits-flow")
+MODELS = ("digits-diffusion", "digits-flow", "digits-flow-attention")
 DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64}
 BASE_SEED = 0
 IMAGE_SHAPE = (8, 8, 1)  # the shipped models' images
 
 
-def default_solver(model: str, schedule: str | None = None, mode: str = "sample") -> str:
+def default_solver(schedule: str, mode: str = "sample") -> str:
     """DPM-Solver++ 2M for diffusion models. For flows, whose log-SNR is infinite at both
     ends of the path (exponential integrators need t inside (0, 1)): Euler for sampling,
     RF-Solver-2 (second order, as RF-Edit uses) for inversion and editing."""
-    if "rectified-flow" in (model, schedule) or model == "digits-flow":
+    if schedule == "rectified-flow":
         return "euler" if mode == "sample" else "rf-solver-2"
     return "dpm++2m"
 
@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     mode.add_argument("--edit", nargs="+", metavar="INPUT",
                       help="edit these images from --source-label to --label (RF-Edit; needs a class-conditional flow model)")
     p.add_argument("--model",
-                   help=f"{' or '.join(MODELS)}, or a checkpoint path (.msgpack) (default: digits-flow with --edit, else digits-diffusion)")
+                   help=f"{', '.join(MODELS)}, or a checkpoint path (.msgpack) (default: digits-flow-attention with --edit, else digits-diffusion)")
     p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() "
                    "(default: dpm++2m for diffusion; for flows euler, or rf-solver-2 with --invert/--edit)")
     p.add_argument("--steps", type=_positive, default=DEFAULTS["steps"], help="grid intervals (default: %(default)s)")
@@ -193,7 +193,7 @@ def _check_arguments(args) -> None:
     for option, given, wrong_mode, allowed in misplaced:
         if given and wrong_mode:
             raise UsageError(f"{option} applies to {allowed} only")
-    args.model = args.model or ("digits-flow" if mode == "edit" else "digits-diffusion")
+    args.model = args.model or ("digits-flow-attention" if mode == "edit" else "digits-diffusion")
     if mode == "sample":
         args.seeds = args.seeds or parse_seeds(DEFAULTS["seeds"])
     args.batch_size = args.batch_size or DEFAULTS["batch_size"]
@@ -205,9 +205,9 @@ def _check_arguments(args) -> None:
         raise UsageError(f"unknown --grid {args.grid!r}; choose one of {', '.join(GRIDS)}")
     if args.model not in MODELS:
         if args.model in pretrained.NAMES:
-            raise UsageError(f"--model {args.model!r} is not a generative model; choose {' or '.join(MODELS)} or a path")
+            raise UsageError(f"--model {args.model!r} is not a generative model; choose {', '.join(MODELS)} or a path")
         if not pathlib.Path(args.model).is_file():
-            raise UsageError(f"--model {args.model!r} is neither {' nor '.join(MODELS)} nor an existing checkpoint file")
+            raise UsageError(f"--model {args.model!r} is not one of {', '.join(MODELS)} nor an existing checkpoint file")
     if args.guidance_scale < 0:
         raise UsageError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
     for option, label in (("--label", args.label), ("--source-label", args.source_label)):
@@ -277,7 +277,7 @@ def _load_model(args, mode: str):
     module, config = pretrained.load(args.model)
     if "schedule" not in config:
         raise UsageError(f"--model {args.model!r} is not a generative model (no schedule in its config)")
-    args.solver = args.solver or (None if args.reversible else default_solver(args.model, config["schedule"], mode))
+    args.solver = args.solver or (None if args.reversible else default_solver(config["schedule"], mode))
     args.grid = args.grid or default_grid(config["schedule"])
     if args.solver is not None:
         solver = samplax.solvers.get(args.solver)

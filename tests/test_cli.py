@@ -36,7 +36,7 @@ def _error(capsys, argv):
         (["--seeds", "a"], "invalid seeds"),
         (["--steps", "0"], "positive integer"),
         (["--grid", "cubic"], "unknown --grid"),
-        (["--model", "no-such-model"], "neither"),
+        (["--model", "no-such-model"], "is not one of"),
         (["--model", "digits-classifier"], "not a generative model"),
         (["--guidance-scale", "-1"], "--guidance-scale"),
         (["--num-processes", "2"], "need --distributed"),

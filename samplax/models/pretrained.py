@@ -3,7 +3,9 @@
 
 Shipped files live in `samplax/models/pretrained/` (no network access is needed):
 "digits-diffusion" (VP diffusion, noise prediction, DDPM discrete schedule),
-"digits-flow" (rectified flow, velocity) and "digits-classifier" (for the metrics). Each
+"digits-flow" (rectified flow, velocity), "digits-flow-attention" (the same with
+self-attention at 8x8 and 4x4 as well, whose attention values RF-Edit shares; the default
+of `samplax-sample --edit`) and "digits-classifier" (for the metrics). Each
 config records the command and seed that trained it (see scripts/train.py).
 """
 
@@ -22,7 +24,7 @@ from samplax.samplers.denoiser import Denoiser
 
 __all__ = ["NAMES", "as_denoiser", "denoiser", "load", "path"]
 
-NAMES = ("digits-diffusion", "digits-flow", "digits-classifier")
+NAMES = ("digits-diffusion", "digits-flow", "digits-flow-attention", "digits-classifier")
 
 
 def path(name: str) -> pathlib.Path:
