@@ -96,8 +96,18 @@ def steps_for(name: str, nfe: int) -> int | None:
 
 
 # Exponential integrators step in lambda, infinite at t = 1 and t = 0 on this path: they
-# start just below t = 1 and stop at t = 1e-3, then take the denoising step to t = 0.
-EXPONENTIAL_T_START, EXPONENTIAL_T_END = 1.0 - 1e-5, 1e-3
+# start just below t = 1 and stop at t_end > 0, then take the denoising step to t = 0.
+# Two ends are tried: t = 1e-3, and t = 1 / NFE, where diffusers' flow DPM-Solver++ and
+# UniPC take their last first-order step to 0 from.
+EXPONENTIAL_T_START = 1.0 - 1e-5
+EXPONENTIAL_ENDS = {"": lambda nfe: 1e-3, "@1/N": lambda nfe: 1.0 / nfe}
+SHORT_GRIDS = {"uniform": "u", "shift-3": "s3", "shift-0.5": "s0.5", "shift-0.33": "s0.33"}
+
+
+def short_grid(name: str) -> str:
+    """'shift-0.5@1/N' -> 's0.5@1/N' for the tables."""
+    base, _, end = name.partition("@")
+    return SHORT_GRIDS[base] + ("@" + end if end else "")
 
 
 def grids(steps: int, t_start=None, t_end=None) -> dict:
@@ -117,8 +127,15 @@ def run_sampling(model, noise, reference, solvers):
             steps = nfe - 1 if exponential else steps_for(name, nfe)
             if steps is None or steps < 1:
                 continue
-            ends = (EXPONENTIAL_T_START, EXPONENTIAL_T_END) if exponential else (None, None)
-            for grid_name, times in grids(steps, *ends).items():
+            if exponential:
+                candidates = {
+                    grid_name + suffix: times
+                    for suffix, t_end in EXPONENTIAL_ENDS.items()
+                    for grid_name, times in grids(steps, EXPONENTIAL_T_START, t_end(nfe)).items()
+                }
+            else:
+                candidates = grids(steps)
+            for grid_name, times in candidates.items():
                 start = time.perf_counter()
                 try:
                     if name == REVERSIBLE:
@@ -238,12 +255,12 @@ PEER_LABELS = {"FlowMatchEulerDiscreteScheduler": "diffusers FlowMatchEuler",
                "UniPCMultistepScheduler": "diffusers UniPC (flow sigmas)"}
 
 
-def _peer_markdown(results, short) -> tuple[list, list]:
+def _peer_markdown(results) -> tuple[list, list]:
     """The side-by-side rows for the sampling table, and the peers' own section."""
     ours, peers = results["sampling"], results["peers"]
     best_ours = {nfe: _lowest([r for r in ours if r["nfe"] == nfe]) for nfe in SAMPLING_NFES}
     rows = ["| **samplax, best** | " + " | ".join(
-        f"**{best_ours[n]['rms_error']:.2e}** ({best_ours[n]['solver']}, {short[best_ours[n]['grid']]})"
+        f"**{best_ours[n]['rms_error']:.2e}** ({best_ours[n]['solver']}, {short_grid(best_ours[n]['grid'])})"
         for n in SAMPLING_NFES) + " |"]
     best_peer = {}
     for scheduler in dict.fromkeys(r["scheduler"] for r in peers["sampling"]):
@@ -320,14 +337,13 @@ def markdown(results) -> str:
         "| solver | " + " | ".join(f"NFE {n}" for n in SAMPLING_NFES) + " |",
         "|---" * (len(SAMPLING_NFES) + 1) + "|",
     ]
-    short = {"uniform": "u", "shift-3": "s3", "shift-0.5": "s0.5", "shift-0.33": "s0.33"}
     for solver in solvers:
         cells = []
         for nfe in SAMPLING_NFES:
             best = _best(sampling, "rms_error", solver, "nfe", nfe)
-            cells.append("-" if best is None else f"{best['rms_error']:.2e} ({short[best['grid']]})")
+            cells.append("-" if best is None else f"{best['rms_error']:.2e} ({short_grid(best['grid'])})")
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
-    peer_rows, peer_section = _peer_markdown(results, short) if "peers" in results else ([], [])
+    peer_rows, peer_section = _peer_markdown(results) if "peers" in results else ([], [])
     lines += peer_rows
     lines += ["", "Adaptive reference solves (mean NFE per sample, RMS error):", ""]
     for row in results["adaptive"]:
@@ -369,7 +385,7 @@ def markdown(results) -> str:
         cells = []
         for nfe in INVERSION_NFES:
             best = _best(inversion, "noise_error", solver, "nfe_per_direction", nfe)
-            cells.append("-" if best is None else f"{best['noise_error']:.2e} ({short[best['grid']]})")
+            cells.append("-" if best is None else f"{best['noise_error']:.2e} ({short_grid(best['grid'])})")
         lines.append(f"| {solver} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -381,8 +397,9 @@ def markdown(results) -> str:
         "companion state; the round trip is exact up to float32 rounding at every NFE. Its inverted noise "
         "is a second-order approximation of the exact inverse.",
         "- Exponential integrators run through the Denoiser (velocity -> data prediction) from "
-        "t = 1 - 1e-5 to t = 1e-3 and finish with the denoising step to t = 0 (NFE = steps + 1): "
-        "lambda = log(alpha / sigma) is infinite at t = 1 and t = 0 on this path.",
+        "t = 1 - 1e-5 to t_end and finish with the denoising step to t = 0 (NFE = steps + 1): "
+        "lambda = log(alpha / sigma) is infinite at t = 1 and t = 0 on this path. Two ends are tried, "
+        "t_end = 1e-3 and t_end = 1/NFE (marked @1/N), the end of diffusers' flow DPM-Solver++ and UniPC.",
     ]
     lines += peer_section
     return "\n".join(lines) + "\n"
@@ -401,6 +418,26 @@ def write_markdown(json_path: pathlib.Path, markdown_path: pathlib.Path) -> None
     _write_atomic(markdown_path, markdown(json.loads(json_path.read_text())))
 
 
+def update(args, model, noise, reference) -> None:
+    """Replace the sampling rows of some solvers in an existing results file."""
+    solvers = tuple(name.strip() for name in args.update.split(","))
+    unknown = [name for name in solvers if name not in FLOW_SOLVERS + EXPONENTIAL_SOLVERS + (REVERSIBLE,)]
+    if unknown:
+        raise SystemExit(f"--update: unknown solvers {unknown}")
+    if not args.output.is_file():
+        raise SystemExit(f"--update needs an existing results file; {args.output} does not exist")
+    results = json.loads(args.output.read_text())
+    if results["samples"] != args.samples:
+        raise SystemExit(f"--update: {args.output} has {results['samples']} samples, not {args.samples}")
+    rows = run_sampling(model, noise, reference, solvers)
+    results["sampling"] = [r for r in results["sampling"] if r["solver"] not in solvers] + rows
+    command = " ".join(["python", "benchmarks/flow_benchmark.py", *sys.argv[1:]])
+    results["command"] = results["command"] + f"` then `{command}"
+    _write_atomic(args.output, json.dumps(results, indent=1))
+    _write_atomic(args.markdown, markdown(results))
+    print(markdown(results))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=500)
@@ -409,9 +446,15 @@ def main():
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
     parser.add_argument("--output", type=pathlib.Path, default=ROOT / "results" / "flow_benchmark.json")
     parser.add_argument("--markdown", type=pathlib.Path, default=ROOT / "FLOW_RESULTS.md")
+    parser.add_argument("--update", metavar="SOLVERS",
+                        help="rerun only the sampling rows of these solvers (comma-separated) and merge them into "
+                        "the existing --output, keeping every other row and the peers' results")
     args = parser.parse_args()
     started = time.perf_counter()
     mixture, model, noise, reference = rectified_flow_problem(args.samples)
+    if args.update:
+        update(args, model, noise, reference)
+        return
     flow = ("euler", "fireflow") if args.quick else FLOW_SOLVERS
     exponential = () if args.quick else EXPONENTIAL_SOLVERS
     results = {
