@@ -26,7 +26,7 @@ import numpy as np
 
 import samplax
 from samplax import metrics
-from samplax.cli import default_grid, default_solver
+from samplax.cli import default_solver
 from samplax.models import data, pretrained
 
 # solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
@@ -53,8 +53,7 @@ def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
     noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
     labels = np.asarray(seeds) % 10
     model = pretrained.denoiser(model_name, labels=labels, guidance_scale=guidance)
-    grid = default_grid(pretrained.load(model_name)[1]["schedule"])
-    images, info = samplax.sample(model, solver_name, noise, steps=steps, grid=grid)
+    images, info = samplax.sample(model, solver_name, noise, steps=steps)  # the schedule's default grid
     return np.asarray(images), labels, int(info.nfe)
 
 

@@ -56,11 +56,6 @@ def default_solver(schedule: str, mode: str = "sample") -> str:
     return "dpm++2m"
 
 
-def default_grid(schedule: str) -> str:
-    """Uniform in t for flows (the log-SNR grid is infinite at their end points)."""
-    return "uniform" if schedule == "rectified-flow" else "logsnr"
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors."""
 
@@ -270,17 +265,18 @@ def _versions() -> dict:
 
 
 def _load_model(args, mode: str):
-    """The module, its config and schedule, and the solver, checked against the arguments."""
+    """The module, its config and schedule, and the solver (None for --reversible), checked
+    against the arguments; fills in the default solver and grid."""
     import samplax
     from samplax.models import pretrained
+    from samplax.solvers.grids import default_grid
 
     module, config = pretrained.load(args.model)
     if "schedule" not in config:
         raise UsageError(f"--model {args.model!r} is not a generative model (no schedule in its config)")
     args.solver = args.solver or (None if args.reversible else default_solver(config["schedule"], mode))
-    args.grid = args.grid or default_grid(config["schedule"])
-    if args.solver is not None:
-        solver = samplax.solvers.get(args.solver)
+    solver = None if args.solver is None else samplax.solvers.get(args.solver)
+    if solver is not None:
         if solver.adaptive and mode != "sample":
             raise UsageError(f"--solver {args.solver} is adaptive; --invert and --edit need a fixed-grid solver")
         if not solver.adaptive and args.steps < solver.min_steps():
@@ -293,11 +289,12 @@ def _load_model(args, mode: str):
                 + (f" (classes 0-{config['null_label'] - 1})" if conditional else " (it is unconditional; use --label none)")
             )
     schedule = samplax.schedules.get(config["schedule"])
+    args.grid = args.grid or default_grid(schedule)
     try:
         schedule.check_times(args.t_end)
     except ValueError as error:
         raise UsageError(f"--t-end: {error}") from None
-    return module, config, schedule
+    return module, config, schedule, solver
 
 
 def _run(args) -> dict:
@@ -321,8 +318,7 @@ def _run(args) -> dict:
     devices = jax.local_device_count()
     if args.batch_size % devices:
         raise UsageError(f"--batch-size {args.batch_size} does not divide over the {devices} local devices; use a multiple of {devices}")
-    module, config, schedule = _load_model(args, "sample")
-    solver = samplax.solvers.get(args.solver)
+    module, config, schedule, solver = _load_model(args, "sample")
     conditional = config.get("null_label") is not None
 
     outdir = pathlib.Path(args.outdir)
@@ -421,7 +417,7 @@ def _run_images(args) -> dict:
     from samplax.models import pretrained
 
     mode = _mode(args)
-    module, config, schedule = _load_model(args, mode)
+    module, config, schedule, solver = _load_model(args, mode)
     try:
         inputs = read_inputs(args.edit or args.invert, IMAGE_SHAPE, parse_seeds, dark_ink=args.dark_ink)
     except (ValueError, argparse.ArgumentTypeError) as error:
@@ -455,8 +451,7 @@ def _run_images(args) -> dict:
         model = model_for(None if source is None else source[index])
         try:
             if mode == "edit":
-                condition = {"label": jnp.asarray(source[index])}
-                out, info = samplax.edit(model, args.solver, images, condition, {"label": jnp.asarray(target[index])},
+                out, info = samplax.edit(model, solver, images, model.condition, {"label": jnp.asarray(target[index])},
                                          args.steps, args.inject, grid=args.grid, t_end=args.t_end)
                 nfe = int(info.nfe)
             elif args.reversible:
@@ -465,8 +460,8 @@ def _run_images(args) -> dict:
                 noise, nfe = state.x, int(info.nfe)
                 companions.append(np.asarray(state.x_hat)[:real])
             else:
-                noise, info = samplax.invert(model, args.solver, images, **grid)
-                out, _ = samplax.sample(model, args.solver, noise, **grid)
+                noise, info = samplax.invert(model, solver, images, **grid)
+                out, _ = samplax.sample(model, solver, noise, **grid)
                 nfe = int(info.nfe)
         except FloatingPointError as error:
             raise RuntimeError(f"{error}; nothing was written") from None
@@ -528,30 +523,25 @@ def main(argv=None) -> int:
     except (RuntimeError, OSError, ValueError) as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 1
-    from samplax.models.checkpoints import write_atomic
-
     outdir = pathlib.Path(args.outdir)
-    if mode != "sample":
-        record = {"arguments": vars(args), "versions": _versions(), **result}
-        write_atomic(outdir / "run.json", (json.dumps(record, indent=2) + "\n").encode())
-        written = "edited images" if mode == "edit" else "round trips, noise.npz"
-        print(f"wrote {len(result['inputs'])} {written}, grid.png and run.json to {outdir}/")
-        return 0
-    tiles = result.pop("tiles")
-    if result["processes"] > 1:
-        _gather_other_processes(outdir, args.seeds, tiles, result["rank"])
-    if result["rank"] == 0:
+    if mode == "sample":
+        tiles = result.pop("tiles")
+        if result["processes"] > 1:
+            _gather_other_processes(outdir, args.seeds, tiles, result["rank"])
+        if result["rank"] != 0:
+            return 0
         ordered = [tiles[s] for s in args.seeds if s in tiles]
         if ordered:
             _write_png(outdir / "grid.png", _grid(ordered))
-        record = {
-            "arguments": {k: v for k, v in vars(args).items()},
-            "versions": _versions(),
-            **result,
-            "images": len(args.seeds),
-        }
-        write_atomic(outdir / "run.json", (json.dumps(record, indent=2) + "\n").encode())
-        print(f"wrote {len(args.seeds)} samples, grid.png and run.json to {outdir}/")
+        result["images"] = len(args.seeds)
+        written = f"{len(args.seeds)} samples"
+    else:
+        written = f"{len(result['inputs'])} " + ("edited images" if mode == "edit" else "round trips, noise.npz")
+    from samplax.models.checkpoints import write_atomic
+
+    record = {"arguments": vars(args), "versions": _versions(), **result}
+    write_atomic(outdir / "run.json", (json.dumps(record, indent=2) + "\n").encode())
+    print(f"wrote {written}, grid.png and run.json to {outdir}/")
     return 0
 
 

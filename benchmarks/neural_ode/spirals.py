@@ -45,13 +45,9 @@ RECIPE = dict(lr=1e-2, lr_end=1e-4, warmup=50, clip=1.0, kl_warmup=100, delay=50
 
 
 def optimizer(steps, lr, lr_end, warmup, clip, **_):
-    """Adam with linear warm-up then cosine decay from lr to lr_end; optional clipping."""
-    if lr_end == lr and warmup == 0:
-        schedule = lr
-    else:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0 if warmup else lr, lr, max(warmup, 1), steps, lr_end
-        )
+    """Adam with linear warm-up then cosine decay from lr to lr_end (constant lr when
+    warmup = 0 and lr_end = lr); optional clipping."""
+    schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else lr, lr, max(warmup, 1), steps, lr_end)
     adam = optax.adam(schedule)
     return optax.chain(optax.clip_by_global_norm(clip), adam) if clip > 0 else adam
 
