@@ -46,7 +46,7 @@ class GaussianMixture:
         components: int,
         std_range: tuple[float, float] = (0.05, 0.25),
         mean_scale: float = 1.0,
-    ) -> "GaussianMixture":
+    ) -> GaussianMixture:
         """A reproducible random mixture: means with entries of size ~ mean_scale, stds
         uniform in std_range, weights from a Dirichlet(5) draw."""
         rng = np.random.default_rng(seed)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from samplax.pytrees import static_field
 
 __all__ = [
     "Schedule",
@@ -30,16 +33,16 @@ __all__ = [
 ]
 
 
-def _static(default=dataclasses.MISSING):
-    return dataclasses.field(default=default, metadata={"static": True})
-
-
 class Schedule(abc.ABC):
     """Interface shared by all schedules. Subclasses define `log_alpha`, `sigma` (or rely
     on the variance-preserving default), `lambda_`, `inverse_lambda`, `t_min` and `t_max`."""
 
     t_min: float
     t_max: float
+    # What the schedule is, for callers that choose defaults by it: a flow's lambda is
+    # infinite at both ends of its range, so it samples on a grid uniform in t.
+    is_flow: ClassVar[bool] = False
+    default_grid: ClassVar[str] = "logsnr"
 
     @abc.abstractmethod
     def log_alpha(self, t):
@@ -114,7 +117,7 @@ class VPDiscrete(_VariancePreserving):
     log_alphas: jax.Array  # log sqrt(alphas_cumprod), shape (N,)
 
     @classmethod
-    def from_betas(cls, betas) -> "VPDiscrete":
+    def from_betas(cls, betas) -> VPDiscrete:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or betas.size < 2:
             raise ValueError(f"betas must be a 1-D array of at least 2 values, got shape {betas.shape}")
@@ -123,7 +126,7 @@ class VPDiscrete(_VariancePreserving):
         return cls(jnp.asarray(0.5 * np.cumsum(np.log1p(-betas))))
 
     @classmethod
-    def from_alphas_cumprod(cls, alphas_cumprod) -> "VPDiscrete":
+    def from_alphas_cumprod(cls, alphas_cumprod) -> VPDiscrete:
         alphas_cumprod = np.asarray(alphas_cumprod, dtype=np.float64)
         if alphas_cumprod.ndim != 1 or alphas_cumprod.size < 2:
             raise ValueError("alphas_cumprod must be a 1-D array of at least 2 values")
@@ -132,7 +135,7 @@ class VPDiscrete(_VariancePreserving):
         return cls(jnp.asarray(0.5 * np.log(alphas_cumprod)))
 
     @classmethod
-    def ddpm_linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000) -> "VPDiscrete":
+    def ddpm_linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000) -> VPDiscrete:
         """The schedule of Ho et al. (2020): betas linear from 1e-4 to 0.02 over 1000 steps."""
         return cls.from_betas(np.linspace(beta_start, beta_end, steps, dtype=np.float64))
 
@@ -171,10 +174,10 @@ class VPLinear(_VariancePreserving):
     """Continuous variance-preserving SDE with linear beta(t) (Song et al. 2021):
     log alpha(t) = -t^2 (beta_max - beta_min) / 4 - t beta_min / 2."""
 
-    beta_min: float = _static(0.1)
-    beta_max: float = _static(20.0)
-    t_min: float = _static(1e-3)
-    t_max: float = _static(1.0)
+    beta_min: float = static_field(0.1)
+    beta_max: float = static_field(20.0)
+    t_min: float = static_field(1e-3)
+    t_max: float = static_field(1.0)
 
     def log_alpha(self, t):
         t = jnp.asarray(t)
@@ -194,9 +197,9 @@ class VPCosine(_VariancePreserving):
     """Cosine schedule of Nichol & Dhariwal (2021): alpha(t) = cos((t + s)/(1 + s) pi/2) /
     cos(s/(1 + s) pi/2). t_max stops short of 1, where alpha vanishes and lambda diverges."""
 
-    offset: float = _static(0.008)
-    t_min: float = _static(1e-3)
-    t_max: float = _static(0.9946)
+    offset: float = static_field(0.008)
+    t_min: float = static_field(1e-3)
+    t_max: float = static_field(0.9946)
 
     def _log_alpha_zero(self):
         return math.log(math.cos(self.offset / (1.0 + self.offset) * math.pi / 2.0))
@@ -217,8 +220,8 @@ class EDM(Schedule):
     """Variance-exploding schedule in the EDM parameterisation (Karras et al. 2022):
     alpha = 1 and sigma = t, so t is the noise level itself."""
 
-    t_min: float = _static(0.002)
-    t_max: float = _static(80.0)
+    t_min: float = static_field(0.002)
+    t_max: float = static_field(80.0)
 
     def log_alpha(self, t):
         return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
@@ -243,8 +246,11 @@ class RectifiedFlow(Schedule):
     """The straight path of rectified flow (Liu et al. 2023): x_t = (1 - t) x_0 + t noise,
     so alpha = 1 - t, sigma = t and the velocity is dx/dt = noise - x_0."""
 
-    t_min: float = _static(0.0)
-    t_max: float = _static(1.0)
+    is_flow: ClassVar[bool] = True
+    default_grid: ClassVar[str] = "uniform"
+
+    t_min: float = static_field(0.0)
+    t_max: float = static_field(1.0)
 
     def log_alpha(self, t):
         return jnp.log1p(-jnp.asarray(t, dtype=jnp.result_type(float)))

@@ -2,6 +2,8 @@
 --force, outputs and run.json, samples independent of the batch size, and the default
 command writing recognisable digits with the shipped model."""
 
+import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -11,9 +13,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-
-from samplax import cli
 from tiny_models import save_tiny
+
+import samplax
+from samplax import cli
+from samplax.cli.config import from_arguments, with_model
+from samplax.cli.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,8 @@ def test_never_overwrites_without_force(capsys, tmp_path, tiny_model):
     code, err = _error(capsys, ["--model", tiny_model, "--seeds", "0", "--steps", "2", "--outdir", str(outdir)])
     assert code == 2 and "--force" in err and "already exists" in err
     assert (outdir / "000000.png").read_bytes() == b"keep me"
-    assert cli.main(["--model", tiny_model, "--seeds", "0", "--steps", "2", "--outdir", str(outdir), "--force", "--no-progress"]) == 0
+    argv = ["--model", tiny_model, "--seeds", "0", "--steps", "2", "--outdir", str(outdir), "--force", "--no-progress"]
+    assert cli.main(argv) == 0
     assert (outdir / "000000.png").read_bytes() != b"keep me"
 
 
@@ -90,6 +96,8 @@ def test_outputs_and_batch_size_independence(tmp_path, tiny_model):
     record = json.loads((tmp_path / "b5" / "run.json").read_text())
     assert record["nfe"] == 3 and record["network_passes_per_sample"] == 6  # guidance doubles the passes
     assert record["arguments"]["seeds"] == [3, 0, 7, 1, 2] and record["versions"]["jax"]
+    assert record["arguments"]["solver"] == "dpm++2m" and record["arguments"]["grid"] == "logsnr"  # resolved defaults
+    assert record["arguments"]["guidance_scale"] == 2.0 and record["arguments"]["batch_size"] == 5
     assert record["wall_time_s"] > 0
     grid = Image.open(tmp_path / "b5" / "grid.png")
     assert grid.size == (3 * 65 + 1, 2 * 65 + 1)  # 3 x 2 tiles of 8 x 8 pixels upscaled 8 times
@@ -99,7 +107,7 @@ def test_outputs_and_batch_size_independence(tmp_path, tiny_model):
 def test_seed_lists():
     assert cli.parse_seeds("0-3,7,10-11") == [0, 1, 2, 3, 7, 10, 11]
     for bad in ("", "1-", "-3", "x", "1,1"):
-        with pytest.raises(Exception):
+        with pytest.raises(argparse.ArgumentTypeError):
             cli.parse_seeds(bad)
 
 
@@ -107,7 +115,8 @@ def test_default_command_writes_recognisable_digits(tmp_path):
     """`python scripts/sample.py` with no arguments, in a fresh folder, with the shipped model."""
     script = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "sample.py"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    run = {"cwd": tmp_path, "capture_output": True, "text": True, "env": env, "timeout": 600}
+    done = subprocess.run([sys.executable, str(script)], **run)
     assert done.returncode == 0, done.stderr[-2000:]
     outdir = tmp_path / "samples"
     assert len(list(outdir.glob("0000*.png"))) == 64 and (outdir / "grid.png").is_file()
@@ -115,13 +124,36 @@ def test_default_command_writes_recognisable_digits(tmp_path):
     from samplax import metrics
 
     assert metrics.label_accuracy(pixels, np.arange(64) % 10) >= 0.9
-    again = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run([sys.executable, str(script)], **run)
     assert again.returncode == 2 and "--force" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
 def test_adaptive_solver_records_its_per_sample_evaluations(tmp_path, tiny_model):
     outdir = tmp_path / "adaptive"
-    argv = ["--model", tiny_model, "--solver", "dpm-solver-adaptive", "--seeds", "0-2", "--outdir", str(outdir), "--no-progress"]
+    argv = ["--model", tiny_model, "--solver", "dpm-solver-adaptive", "--seeds", "0-2", "--outdir", str(outdir),
+            "--no-progress"]
     assert cli.main(argv) == 0
     record = json.loads((outdir / "run.json").read_text())
     assert 0 < record["nfe_mean"] <= record["nfe"] and record["network_passes_per_sample"] == 2 * record["nfe"]
+
+
+def test_run_configuration_is_frozen_and_leaves_the_parsed_options_alone(tmp_path, tiny_model):
+    args = cli.parser().parse_args(["--model", tiny_model, "--outdir", str(tmp_path / "out")])
+    before = dict(vars(args))
+    config = from_arguments(args)
+    assert config.seeds == tuple(range(64)) and config.batch_size == 64 and config.guidance_scale == 2.0
+    assert config.solver is None and config.grid is None and config.mode == "sample"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = 3
+    final, solver = with_model(config, Model.load(tiny_model))
+    assert final.solver == "dpm++2m" and final.grid == "logsnr" and solver is samplax.solvers.get("dpm++2m")
+    assert vars(args) == before  # nothing filled into the namespace
+    assert list(final.arguments()) == list(vars(args))  # run.json's "arguments": every option, in order
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_solver_follows_the_schedule():
+    flow, diffusion = samplax.schedules.RectifiedFlow(), samplax.schedules.get("ddpm")
+    assert cli.default_solver(flow) == "euler" and cli.default_solver(flow, "edit") == "rf-solver-2"
+    assert cli.default_solver(diffusion) == "dpm++2m" and cli.default_solver(diffusion, "invert") == "dpm++2m"
+    assert cli.default_solver("rectified-flow", "invert") == "rf-solver-2"  # a registry name works too

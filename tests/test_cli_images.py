@@ -8,11 +8,12 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from tiny_models import save_tiny
 
 import samplax
 from samplax import cli
+from samplax.cli.images import to_pixels
 from samplax.models import pretrained
-from tiny_models import save_tiny
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def _digit_png(path, index=0, dark_ink=False, size=8):
     """A held-out test digit written as a PNG (optionally upscaled and with dark ink)."""
     from samplax.models.data import digits
 
-    pixels = cli.to_pixels(digits("test").images[index], dark_ink)[..., 0]
+    pixels = to_pixels(digits("test").images[index], dark_ink)[..., 0]
     Image.fromarray(pixels).resize((size, size), Image.Resampling.NEAREST).save(path)
     return str(path)
 
@@ -41,12 +42,14 @@ def _digit_png(path, index=0, dark_ink=False, size=8):
 def test_reversible_inversion_round_trip_is_exact_and_noise_file_samples_back(tmp_path, tiny_flow):
     inputs = [_digit_png(tmp_path / "a.png", 0), _digit_png(tmp_path / "b.png", 1)]
     outdir = tmp_path / "inv"
-    argv = ["--model", tiny_flow, "--invert", *inputs, "--label", "3", "--reversible", "--steps", "6", "--outdir", str(outdir)]
+    argv = ["--model", tiny_flow, "--invert", *inputs, "--label", "3", "--reversible", "--steps", "6",
+            "--outdir", str(outdir)]
     assert cli.main(argv + ["--no-progress"]) == 0
     record = json.loads((outdir / "run.json").read_text())
     assert record["solver"] == "reversible-heun" and record["nfe_per_direction"] == 7 and record["labels"] == [3, 3]
+    assert record["arguments"]["solver"] == "reversible-heun" and record["arguments"]["grid"] == "uniform"
     assert max(record["round_trip_max_error"].values()) < 1e-5
-    for name, source in zip(("a", "b"), inputs):  # PNG round trip exact to the 8-bit level
+    for name, source in zip(("a", "b"), inputs, strict=True):  # PNG round trip exact to the 8-bit level
         np.testing.assert_array_equal(np.asarray(Image.open(outdir / f"{name}.png")), np.asarray(Image.open(source)))
     saved = np.load(outdir / "noise.npz")
     assert list(saved["names"]) == ["a", "b"] and saved["noise"].shape == (2, 8, 8, 1)
@@ -62,7 +65,8 @@ def test_inversion_error_falls_with_steps(tmp_path, tiny_flow):
     errors = []
     for steps in (2, 8):
         outdir = tmp_path / f"s{steps}"
-        argv = ["--model", tiny_flow, "--invert", "digits:0:0-1", "--solver", "euler", "--steps", str(steps), "--outdir", str(outdir)]
+        argv = ["--model", tiny_flow, "--invert", "digits:0:0-1", "--solver", "euler", "--steps", str(steps),
+                "--outdir", str(outdir)]
         assert cli.main(argv + ["--no-progress"]) == 0
         record = json.loads((outdir / "run.json").read_text())
         assert record["labels"] == [0, 0] and record["inputs"] == ["digit0-000", "digit0-001"]
@@ -73,7 +77,8 @@ def test_inversion_error_falls_with_steps(tmp_path, tiny_flow):
 def test_edit_turns_test_threes_into_eights(tmp_path):
     """The documented demo with the shipped digits-flow model (the default for --edit)."""
     outdir = tmp_path / "edit"
-    assert cli.main(["--edit", "digits:3:0-3", "--label", "8", "--steps", "6", "--outdir", str(outdir), "--no-progress"]) == 0
+    argv = ["--edit", "digits:3:0-3", "--label", "8", "--steps", "6", "--outdir", str(outdir), "--no-progress"]
+    assert cli.main(argv) == 0
     record = json.loads((outdir / "run.json").read_text())
     assert record["source_labels"] == [3, 3, 3, 3] and record["target_label"] == 8 and record["inject"] == 6
     assert record["nfe"] == 2 * 2 * 6  # rf-solver-2: two evaluations per step, both directions
@@ -86,7 +91,8 @@ def test_edit_turns_test_threes_into_eights(tmp_path):
 def test_dark_ink_and_resized_inputs(tmp_path, tiny_flow):
     source = _digit_png(tmp_path / "scan.png", 2, dark_ink=True, size=32)
     outdir = tmp_path / "out"
-    argv = ["--model", tiny_flow, "--invert", source, "--dark-ink", "--reversible", "--steps", "3", "--outdir", str(outdir)]
+    argv = ["--model", tiny_flow, "--invert", source, "--dark-ink", "--reversible", "--steps", "3",
+            "--outdir", str(outdir)]
     assert cli.main(argv + ["--no-progress"]) == 0
     record = json.loads((outdir / "run.json").read_text())
     assert record["resized_inputs"] == [source] and record["labels"] == [10]  # no class: unconditional
@@ -100,9 +106,23 @@ def test_npy_inputs(tmp_path, tiny_flow):
 
     np.save(tmp_path / "stack.npy", digits("test").images[:3])
     outdir = tmp_path / "out"
-    argv = ["--model", tiny_flow, "--invert", str(tmp_path / "stack.npy"), "--reversible", "--steps", "2", "--outdir", str(outdir)]
+    argv = ["--model", tiny_flow, "--invert", str(tmp_path / "stack.npy"), "--reversible", "--steps", "2",
+            "--outdir", str(outdir)]
     assert cli.main(argv + ["--no-progress"]) == 0
     assert json.loads((outdir / "run.json").read_text())["inputs"] == ["stack-000", "stack-001", "stack-002"]
+
+
+def test_a_reversible_solver_name_inverts_like_reversible(tmp_path, tiny_flow):
+    """--solver reversible-heun is run by its capability (solver.reversible), as --reversible."""
+    saved = {}
+    for name, extra in (("flag", ["--reversible"]), ("name", ["--solver", "reversible-heun"])):
+        outdir = tmp_path / name
+        argv = ["--model", tiny_flow, "--invert", "digits:1:0", *extra, "--steps", "2", "--outdir", str(outdir)]
+        assert cli.main(argv + ["--no-progress"]) == 0
+        saved[name] = np.load(outdir / "noise.npz")
+        assert json.loads((outdir / "run.json").read_text())["solver"] == "reversible-heun"
+    for key in ("noise", "companion"):
+        np.testing.assert_array_equal(saved["flag"][key], saved["name"][key])
 
 
 @pytest.mark.parametrize(
@@ -147,7 +167,8 @@ def test_bad_inputs_and_models(capsys, tmp_path, tiny_flow):
         (flow + ["--invert", png, twin], "same output names"),
         (flow + ["--edit", png, "--label", "8"], "needs --source-label"),
         (flow + ["--invert", png, "--solver", "dpm-solver-adaptive"], "adaptive"),
-        (["--model", "digits-diffusion", "--edit", png, "--source-label", "3", "--label", "8"], "needs a class-conditional flow model"),
+        (["--model", "digits-diffusion", "--edit", png, "--source-label", "3", "--label", "8"],
+         "needs a class-conditional flow model"),
         (flow + ["--edit", png, "--source-label", "3", "--label", "11"], "--label 11 is not a class"),
     ]
     for index, (argv, message) in enumerate(cases):

@@ -7,7 +7,8 @@ import pytest
 
 import samplax as sx
 from samplax.solvers import DPMSolver
-from samplax.solvers.dpm_solver import multistep_orders, singlestep_orders
+from samplax.solvers.dpm_solver import singlestep_orders
+from samplax.solvers.toolkit import multistep_orders
 
 T_END = 1e-2
 

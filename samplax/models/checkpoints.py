@@ -77,7 +77,8 @@ def save(path, tree, config: dict) -> pathlib.Path:
         raise ValueError(f"checkpoint path must end in .msgpack, got {str(path)!r}")
     config_text = json.dumps(config, indent=2, sort_keys=True)
     payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": _flatten(tree)}
-    write_atomic(_json_path(path), (json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=True) + "\n").encode())
+    readable = json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=True) + "\n"
+    write_atomic(_json_path(path), readable.encode())
     write_atomic(path, serialization.msgpack_serialize(payload))
     return path
 
@@ -89,7 +90,8 @@ def _read(path) -> dict:
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
     except Exception as error:  # msgpack raises several unrelated types on bad input
-        raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint or is corrupt ({type(error).__name__}: {error})") from None
+        reason = f"{type(error).__name__}: {error}"
+        raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint or is corrupt ({reason})") from None
     if not isinstance(payload, dict) or payload.get("magic") != _MAGIC:
         raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint (no samplax header)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -128,7 +130,7 @@ def load(path, template, *, part: str | None = None):
             f"{str(path)!r} does not fit the expected structure: missing {missing[:5]}, unexpected {extra[:5]}"
         )
     leaves = []
-    for (_, leaf), key in zip(paths, expected):
+    for (_, leaf), key in zip(paths, expected, strict=True):
         value = np.asarray(arrays[key])
         if value.shape != tuple(np.shape(leaf)):
             raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {tuple(np.shape(leaf))}")

@@ -8,12 +8,12 @@ classifier-free guidance (Ho & Salimans 2022) combines.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from samplax.schedules import RectifiedFlow, Schedule, VPDiscrete
+from samplax.schedules import Schedule, VPDiscrete
 
 __all__ = [
     "PREDICTIONS",
@@ -112,11 +112,11 @@ def denoising_loss(
         raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
     if time_input == "discrete" and not isinstance(schedule, VPDiscrete):
         raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
-    if prediction == "v" and isinstance(schedule, RectifiedFlow):
+    if prediction == "v" and schedule.is_flow:
         raise ValueError("prediction='v' is for diffusion schedules; use 'velocity' for flows")
     _check(label_dropout)
     low = schedule.t_min if t_min is None else t_min
-    if isinstance(schedule, RectifiedFlow) and low <= 0.0 and prediction in ("noise", "score"):
+    if schedule.is_flow and low <= 0.0 and prediction in ("noise", "score"):
         raise ValueError("noise and score prediction need t_min > 0 on the rectified-flow schedule")
 
     def loss(model, batch, key):
@@ -131,7 +131,8 @@ def denoising_loss(
         noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
         alpha, sigma = _expand(schedule.alpha(t), x0), _expand(schedule.sigma(t), x0)
         x_t = alpha * x0 + sigma * noise
-        out = _call(model, x_t, network_time(schedule, t, time_input), _labels(batch, label_key, label_dropout, null_label))
+        labels = _labels(batch, label_key, label_dropout, null_label)
+        out = _call(model, x_t, network_time(schedule, t, time_input), labels)
         if prediction == "noise":
             return jnp.mean(squared_error(out, noise))
         if prediction == "data":
@@ -164,7 +165,8 @@ def flow_matching_loss(
     """
     if isinstance(time_density, str):
         if time_density not in TIME_DENSITIES:
-            raise ValueError(f"time_density must be one of {sorted(TIME_DENSITIES)} or a function, got {time_density!r}")
+            accepted = sorted(TIME_DENSITIES)
+            raise ValueError(f"time_density must be one of {accepted} or a function, got {time_density!r}")
         time_density = TIME_DENSITIES[time_density]
     _check(label_dropout)
 

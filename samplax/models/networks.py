@@ -108,7 +108,10 @@ class _Attention(nnx.Module):
         q, k, v = jnp.split(self.qkv(self.norm(x).reshape(batch, height * width, channels)), 3, axis=-1)
         if values is not None:
             v = jnp.asarray(values, v.dtype).reshape(v.shape)
-        split = lambda a: a.reshape(batch, height * width, self.heads, channels // self.heads)
+
+        def split(a):
+            return a.reshape(batch, height * width, self.heads, channels // self.heads)
+
         h = jax.nn.dot_product_attention(split(q), split(k), split(v))
         h = self.out(h.reshape(batch, height * width, channels)).reshape(x.shape)
         return x + h, v
@@ -153,7 +156,9 @@ class UNet(nnx.Module):
     ):
         widths, attention_levels = tuple(widths), tuple(attention_levels)
         if not widths or blocks_per_level < 1:
-            raise ValueError(f"need at least one level and one block, got widths={widths}, blocks_per_level={blocks_per_level}")
+            raise ValueError(
+                f"need at least one level and one block, got widths={widths}, blocks_per_level={blocks_per_level}"
+            )
         if any(level not in range(len(widths)) for level in attention_levels):
             raise ValueError(f"attention_levels must index widths {widths}, got {attention_levels}")
         self.levels = len(widths)
@@ -249,17 +254,8 @@ class UNet(nnx.Module):
 class MLP(nnx.Module):
     """A residual MLP for vector data (batch, dimension), conditioned like the UNet."""
 
-    def __init__(
-        self,
-        *,
-        dimension: int = 2,
-        width: int = 128,
-        depth: int = 3,
-        time_features: int = 32,
-        time_scale: float = 1000.0,
-        num_classes: int | None = None,
-        rngs: nnx.Rngs,
-    ):
+    def __init__(self, *, dimension: int = 2, width: int = 128, depth: int = 3, time_features: int = 32,
+                 time_scale: float = 1000.0, num_classes: int | None = None, rngs: nnx.Rngs):
         if dimension < 1 or width < 1 or depth < 1:
             raise ValueError(f"dimension, width and depth must be positive, got {dimension}, {width}, {depth}")
         self.conditioning = _Conditioning(time_features, time_scale, num_classes, rngs=rngs)
@@ -274,7 +270,7 @@ class MLP(nnx.Module):
             raise ValueError(f"x must be (batch, dimension), got shape {x.shape}")
         emb = nnx.silu(self.conditioning(t, x.shape[0], label))
         h = self.inputs(x)
-        for norm, hidden, project in zip(self.norms, self.hidden, self.emb):
+        for norm, hidden, project in zip(self.norms, self.hidden, self.emb, strict=True):
             h = h + hidden(nnx.silu(norm(h) + project(emb)))
         return self.outputs(h)
 

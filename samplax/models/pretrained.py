@@ -22,9 +22,28 @@ from samplax.models.checkpoints import load_model
 from samplax.models.networks import network_function
 from samplax.samplers.denoiser import Denoiser
 
-__all__ = ["NAMES", "as_denoiser", "denoiser", "load", "path"]
+__all__ = [
+    "DEFAULT_EDITING",
+    "DEFAULT_GENERATIVE",
+    "GENERATIVE",
+    "IMAGE_SHAPE",
+    "NAMES",
+    "as_denoiser",
+    "denoiser",
+    "load",
+    "path",
+]
 
 NAMES = ("digits-diffusion", "digits-flow", "digits-flow-attention", "digits-classifier")
+# The shipped generative models (the others in NAMES are not generative).
+GENERATIVE = ("digits-diffusion", "digits-flow", "digits-flow-attention")
+# The model samplax-sample samples and inverts by default, and the one it edits with:
+# digits-flow-attention attends at 8x8 and 4x4, whose values RF-Edit shares.
+DEFAULT_GENERATIVE = "digits-diffusion"
+DEFAULT_EDITING = "digits-flow-attention"
+# The images every shipped model reads and writes: 8x8 grey digits. The number of classes
+# of a class-conditional model is its config's "null_label" (classes 0 to null_label - 1).
+IMAGE_SHAPE = (8, 8, 1)
 
 
 def path(name: str) -> pathlib.Path:

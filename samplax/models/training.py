@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import pathlib
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import flax.nnx as nnx
 import jax
@@ -124,6 +124,28 @@ def _step(state, rest, data, keys, *, loss, graphdef, config):
     return {"step": step + 1, "params": params, "ema": ema, "opt_state": opt_state}, value
 
 
+def _checked_data(data: dict, batch_size: int) -> dict:
+    """The data as arrays, checked to share their first axis and to hold a batch."""
+    data = {name: jnp.asarray(value) for name, value in data.items()}
+    sizes = {value.shape[0] for value in data.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"all data arrays must share their first axis, got sizes {sorted(sizes)}")
+    if sizes.pop() < batch_size:
+        raise ValueError(f"batch_size ({batch_size}) exceeds the number of examples")
+    return data
+
+
+def _resumed(checkpoint: pathlib.Path, state: dict, training: dict) -> dict:
+    """The training state stored at `checkpoint`, which must come from the same training config."""
+    stored = checkpoints.read_config(checkpoint)
+    if stored.get("training") != training:
+        raise ValueError(
+            f"checkpoint {str(checkpoint)!r} was made with a different training config "
+            f"({stored.get('training')}); use another path or the same settings"
+        )
+    return checkpoints.load(checkpoint, state)[0]
+
+
 def train(
     model: nnx.Module,
     loss: Callable,
@@ -153,25 +175,13 @@ def train(
     Returns:
         `Trained` with the module (final weights) and a copy with the EMA weights.
     """
-    data = {name: jnp.asarray(value) for name, value in data.items()}
-    sizes = {value.shape[0] for value in data.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"all data arrays must share their first axis, got sizes {sorted(sizes)}")
-    if sizes.pop() < config.batch_size:
-        raise ValueError(f"batch_size ({config.batch_size}) exceeds the number of examples")
-    optimizer = make_optimizer(config)
+    data = _checked_data(data, config.batch_size)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    state = _initial_state(params, optimizer)
+    state = _initial_state(params, make_optimizer(config))
     run_config = {**(metadata or {}), "kind": "training", "training": dataclasses.asdict(config)}
     checkpoint = None if checkpoint is None else pathlib.Path(checkpoint)
     if checkpoint is not None and checkpoint.exists():
-        stored = checkpoints.read_config(checkpoint)
-        if stored.get("training") != run_config["training"]:
-            raise ValueError(
-                f"checkpoint {str(checkpoint)!r} was made with a different training config "
-                f"({stored.get('training')}); use another path or the same settings"
-            )
-        state, _ = checkpoints.load(checkpoint, state)
+        state = _resumed(checkpoint, state, run_config["training"])
     keys = jax.random.split(jax.random.PRNGKey(config.seed))
     start_step = int(state["step"])
     log_every = max(1, min(100, config.steps // 20))

@@ -2,8 +2,9 @@
 
 from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
 from samplax.samplers.editing import edit
+from samplax.samplers.info import Info
 from samplax.samplers.reversible import reversible_invert, reversible_sample
-from samplax.samplers.sampling import Info, invert, sample
+from samplax.samplers.sampling import invert, sample
 from samplax.samplers.tuning import TuneInfo, load_grid, save_grid, tune_grid
 
 __all__ = [

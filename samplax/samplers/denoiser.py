@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,7 +81,7 @@ class Denoiser:
             raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {self.time_input!r}")
         if self.time_input == "discrete" and not isinstance(self.schedule, VPDiscrete):
             raise ValueError("time_input='discrete' needs a VPDiscrete schedule")
-        if self.prediction == "v" and type(self.schedule).__name__ == "RectifiedFlow":
+        if self.prediction == "v" and self.schedule.is_flow:
             raise ValueError("prediction='v' is for diffusion schedules; use 'velocity' for flows")
         if self.threshold_ratio is not None and not 0.0 < self.threshold_ratio < 1.0:
             raise ValueError(f"threshold_ratio must lie in (0, 1), got {self.threshold_ratio}")
@@ -122,26 +123,37 @@ class Denoiser:
     def output(self, x, t):
         """The network output at (x, t), with classifier-free guidance in one batched call.
         A velocity in reversed time (dx/d(1 - t)) is negated into dx/dt."""
-        return self._output(x, self.time_features(t, derivatives=False))
+        return self._output(x, self.time_features(t, derivatives=False))[0]
 
-    def _output(self, x, features):
+    def _output(self, x, features, options=None, arguments=None, auxiliary=False):
+        """(guided network output, auxiliary output or None). `options` are fixed keyword
+        arguments of the network; `arguments` are keyword arrays with a leading batch axis
+        (repeated for the guided batch); with `auxiliary` the network returns (output,
+        auxiliary) and the auxiliary arrays of the conditional batch are kept."""
         batch = x.shape[0]
         network_t = jnp.broadcast_to(jnp.asarray(features["network_time"], x.dtype), (batch,))
         sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
+        options, arguments = dict(options or {}), dict(arguments or {})
         if self.unconditional is None:
-            return sign * self.network(x, network_t, **self.condition)
+            result = self.network(x, network_t, **self.condition, **arguments, **options)
+            out, extra = result if auxiliary else (result, None)
+            return sign * out, extra
         both = {
             key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
             for key, value in self.condition.items()
         }
-        out = self.network(jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both)
+        doubled = jax.tree.map(lambda value: jnp.concatenate([value, value]), arguments)
+        result = self.network(
+            jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both, **doubled, **options
+        )
+        out, extra = result if auxiliary else (result, None)
         unconditional, conditional = out[:batch], out[batch:]
-        return sign * (unconditional + self.guidance_scale * (conditional - unconditional))
+        extra = jax.tree.map(lambda value: value[batch:], extra)
+        return sign * (unconditional + self.guidance_scale * (conditional - unconditional)), extra
 
     # -- conversions -----------------------------------------------------------------------
 
-    def _data_and_noise(self, x, features):
-        out = self._output(x, features)
+    def _data_and_noise(self, x, features, out):
         alpha, sigma = _expand(features["alpha"], x), _expand(features["sigma"], x)
         if self.prediction == "noise":
             return (x - sigma * out) / alpha, out
@@ -167,11 +179,19 @@ class Denoiser:
         bound = bound.reshape((-1,) + (1,) * (data.ndim - 1))
         return jnp.clip(data, -bound, bound) / bound
 
-    def _predict(self, kind, x, features):
+    def _predict(self, kind, options, x, features):
         """The `kind` prediction at x, from precomputed time features."""
+        return self._convert(kind, x, features, self._output(x, features, options)[0])
+
+    def _predict_with_auxiliary(self, kind, options, x, features, arguments):
+        out, extra = self._output(x, features, options, arguments, auxiliary=True)
+        return self._convert(kind, x, features, out), extra
+
+    def _convert(self, kind, x, features, out):
+        """The `kind` prediction from the network output `out` at x."""
         if kind == "velocity" and self.prediction == "velocity" and self.threshold_ratio is None:
-            return self._output(x, features)
-        data, noise = self._data_and_noise(x, features)
+            return out
+        data, noise = self._data_and_noise(x, features, out)
         if self.threshold_ratio is not None:
             data = self._threshold(data)
             noise = (x - _expand(features["alpha"], x) * data) / _expand(features["sigma"], x)
@@ -183,26 +203,35 @@ class Denoiser:
 
     def data(self, x, t):
         """Prediction of the clean sample x0 (thresholded if asked)."""
-        return self._predict("data", x, self.time_features(t, self._needs_derivatives("data")))
+        return self._predict("data", None, x, self.time_features(t, self._needs_derivatives("data")))
 
     def noise(self, x, t):
         """Prediction of the noise; consistent with the thresholded data prediction."""
-        return self._predict("noise", x, self.time_features(t, self._needs_derivatives("noise")))
+        return self._predict("noise", None, x, self.time_features(t, self._needs_derivatives("noise")))
 
     def velocity(self, x, t):
         """dx/dt of the probability-flow ODE along the schedule: alpha' x0 + sigma' noise."""
-        return self._predict("velocity", x, self.time_features(t))
+        return self._predict("velocity", None, x, self.time_features(t))
 
-    def predict(self, kind: str) -> Predictor:
+    def predict(self, kind: str, *, network_options: dict | None = None, auxiliary: bool = False) -> Predictor:
         """What a solver evaluates: the "data", "noise" or "velocity" prediction, as a
-        `Predictor` whose time-only work the engine does once, before its loop."""
+        `Predictor` whose time-only work the engine does once, before its loop.
+
+        Args:
+            network_options: fixed keyword arguments of every network call (Python values,
+                such as `return_values=True`).
+            auxiliary: the network returns (output, auxiliary) and takes per-stage keyword
+                arrays: the Predictor's `evaluate(x, prepared, arguments)` then returns
+                (prediction, auxiliary), where `arguments` (a dict of batch-first arrays, or
+                None) and the auxiliary arrays concern the samples of x, also under guidance.
+        """
         if kind not in ("data", "noise", "velocity"):
             raise ValueError(f"solvers ask for 'data', 'noise' or 'velocity', got {kind!r}")
-        derivatives = self._needs_derivatives(kind)
-        return Predictor(
-            prepare=functools.partial(self.time_features, derivatives=derivatives),
-            evaluate=functools.partial(self._predict, kind),
-        )
+        prepare = functools.partial(self.time_features, derivatives=self._needs_derivatives(kind))
+        if auxiliary:
+            evaluate = functools.partial(self._predict_with_auxiliary, kind, network_options)
+            return Predictor(prepare=prepare, evaluate=evaluate, auxiliary=True)
+        return Predictor(prepare=prepare, evaluate=functools.partial(self._predict, kind, network_options))
 
 
 def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:

@@ -33,10 +33,10 @@ import numpy as np
 import optax
 
 from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.inputs import as_solver, check_model, check_steps, end_points
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
-from samplax.solvers.base import get as get_solver
-from samplax.solvers.grids import default_grid, time_grid
+from samplax.solvers.grids import time_grid
 
 __all__ = ["TuneInfo", "tune_grid", "grid_from_logits", "save_grid", "load_grid"]
 
@@ -66,7 +66,7 @@ def _spacing(schedule, spacing, t_start, t_end):
     and t = 0) or wherever lambda is infinite at an end point, and "lambda" otherwise."""
     if spacing is None:
         finite = bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end])))))
-        return "lambda" if finite and default_grid(schedule) == "logsnr" else "time"
+        return "lambda" if finite and not schedule.is_flow else "time"
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS} or None, got {spacing!r}")
     return spacing
@@ -161,32 +161,23 @@ def tune_grid(
         `sample(..., grid=times, denoise_to_zero=denoise_to_zero)` accepts, and the fit's
         record. The grid is the one with the lowest training loss seen.
     """
-    solver = get_solver(solver) if isinstance(solver, str) else solver
+    solver = as_solver(solver, "tune_grid")
+    check_model(model, "tune_grid")
     if not isinstance(solver, FixedGridSolver):
         raise ValueError(f"tune_grid needs a fixed-grid solver, got {type(solver).__name__}")
-    if not isinstance(steps, (int, np.integer)) or steps < solver.min_steps():
-        raise ValueError(f"steps must be an integer >= {solver.min_steps()}, got {steps!r}")
+    steps = check_steps(steps, solver)
     if samples < 1 or iterations < 1:
         raise ValueError(f"samples and iterations must be positive, got {samples} and {iterations}")
     schedule = model.schedule
     dtype = jnp.result_type(float)
-    t_start = jnp.asarray(schedule.t_max if t_start is None else t_start, dtype)
-    t_end = jnp.asarray(schedule.t_min if t_end is None else t_end, dtype)
-    schedule.check_times(t_start, t_end)
+    t_start, t_end = end_points(schedule, t_start, t_end)
     spacing = _spacing(schedule, spacing, t_start, t_end)
-    inits = _as_inits(default_grid(schedule) if init is None else init)
+    inits = _as_inits(schedule.default_grid if init is None else init)
     noise = jax.random.normal(key, (samples, *shape), dtype)
     if reference is None:
-        reference, _ = sample(
-            model,
-            reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
-            noise,
-            steps=reference_steps,
-            grid=default_grid(schedule),
-            t_start=t_start,
-            t_end=t_end,
-            denoise_to_zero=denoise_to_zero,
-        )
+        solver_name = reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4")
+        grid = {"steps": reference_steps, "grid": schedule.default_grid, "t_start": t_start, "t_end": t_end}
+        reference, _ = sample(model, solver_name, noise, **grid, denoise_to_zero=denoise_to_zero)
     reference = jnp.asarray(reference, dtype)
     if reference.shape != noise.shape:
         raise ValueError(f"reference must have shape {noise.shape}, got {reference.shape}")
@@ -205,10 +196,18 @@ def tune_grid(
         updates, state = optimizer.update(gradient, state, logits)
         return optax.apply_updates(logits, updates), state, value
 
+    starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
+    losses, best_logits, best_loss = _fit(update, optimizer.init, starts, iterations, noise, reference)
+    times = grid_from_logits(schedule, best_logits, t_start, t_end, spacing)
+    return times, TuneInfo(initial_loss=losses[0], losses=losses, best_loss=best_loss, logits=best_logits)
+
+
+def _fit(update, initial_state, starts, iterations, noise, reference):
+    """Run the optimizer from each starting logits; returns the losses of the run that found
+    the lowest training loss, the logits that had it, and that loss."""
     runs, best_run, best_logits, best_loss = [], None, None, jnp.inf
-    for start in inits:
-        logits = _initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype)
-        state = optimizer.init(logits)
+    for logits in starts:
+        state = initial_state(logits)
         losses = []
         for _ in range(iterations + 1):
             # value is the loss of `logits`, before this update; the last update is not applied.
@@ -220,9 +219,7 @@ def tune_grid(
         runs.append(jnp.stack(losses))
     if best_logits is None or not bool(jnp.isfinite(best_loss)):
         raise FloatingPointError("tune_grid: the training loss is not finite; lower learning_rate")
-    losses = runs[best_run]
-    times = grid_from_logits(schedule, best_logits, t_start, t_end, spacing)
-    return times, TuneInfo(initial_loss=losses[0], losses=losses, best_loss=best_loss, logits=best_logits)
+    return runs[best_run], best_logits, best_loss
 
 
 def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:

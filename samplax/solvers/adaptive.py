@@ -14,14 +14,13 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from samplax.solvers.base import AdaptiveSolver, register
+from samplax.pytrees import static_field
+from samplax.solvers.base import AdaptiveSolver
 from samplax.solvers.dpm_solver import singlestep_coefficients
+from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS
+from samplax.solvers.toolkit import check_choice
 
 __all__ = ["AdaptiveDPMSolver"]
-
-
-def _static(default):
-    return dataclasses.field(default=default, metadata={"static": True})
 
 
 def _broadcast(coefficient, x):
@@ -51,19 +50,17 @@ class AdaptiveDPMSolver(AdaptiveSolver):
             returned where it stopped; check `info.nfe`).
     """
 
-    order: int = _static(3)
-    prediction: str = _static("data")
-    atol: float = _static(0.0078)
-    rtol: float = _static(0.05)
-    initial_step: float = _static(0.05)
-    safety: float = _static(0.9)
-    max_attempts: int = _static(1000)
+    order: int = static_field(3)
+    prediction: str = static_field("data")
+    atol: float = static_field(0.0078)
+    rtol: float = static_field(0.05)
+    initial_step: float = static_field(0.05)
+    safety: float = static_field(0.9)
+    max_attempts: int = static_field(1000)
 
     def __post_init__(self):
-        if self.order not in (2, 3):
-            raise ValueError(f"adaptive DPM-Solver order must be 2 or 3, got {self.order!r}")
-        if self.prediction not in ("data", "noise"):
-            raise ValueError(f"prediction must be 'data' or 'noise', got {self.prediction!r}")
+        check_choice("adaptive DPM-Solver order", self.order, (2, 3))
+        check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)
         if not (self.atol > 0 and self.rtol > 0):
             raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
 
@@ -77,7 +74,7 @@ class AdaptiveDPMSolver(AdaptiveSolver):
         t = schedule.inverse_lambda(lambda_t)
         inputs, update = singlestep_coefficients(schedule, self.prediction, "dpmsolver", stage_times, t)
         predictions = [predict(x, stage_times[0])]
-        for (state, history), time in zip(inputs, stage_times[1:]):
+        for (state, history), time in zip(inputs, stage_times[1:], strict=True):
             point = _combine(state, history, x, predictions[::-1])
             predictions.append(predict(point, time))
         higher = _combine(*update, x, predictions[::-1])
@@ -91,7 +88,10 @@ class AdaptiveDPMSolver(AdaptiveSolver):
         dtype = jnp.result_type(float)
         lambda_end = jnp.asarray(schedule.lambda_(jnp.asarray(t_end, dtype)), dtype)
         lambda_start = jnp.asarray(schedule.lambda_(jnp.asarray(t_start, dtype)), dtype)
-        per_sample = lambda value: jnp.full((batch,), value, dtype)
+
+        def per_sample(value):
+            return jnp.full((batch,), value, dtype)
+
         tolerance = 1e-6 * jnp.abs(lambda_end - lambda_start)
 
         def unfinished(state):
@@ -121,8 +121,11 @@ class AdaptiveDPMSolver(AdaptiveSolver):
         return x, nfe
 
 
-register("dpm-solver-12", lambda: AdaptiveDPMSolver(order=2, prediction="noise"))
-register("dpm-solver-23", lambda: AdaptiveDPMSolver(order=3, prediction="noise"))
-register("dpm++12", lambda: AdaptiveDPMSolver(order=2, prediction="data"))
-register("dpm++23", lambda: AdaptiveDPMSolver(order=3, prediction="data"))
-register("dpm-solver-adaptive", lambda: AdaptiveDPMSolver(order=3, prediction="data"))
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "dpm++12": AdaptiveDPMSolver(order=2, prediction="data"),
+    "dpm++23": AdaptiveDPMSolver(order=3, prediction="data"),
+    "dpm-solver-12": AdaptiveDPMSolver(order=2, prediction="noise"),
+    "dpm-solver-23": AdaptiveDPMSolver(order=3, prediction="noise"),
+    "dpm-solver-adaptive": AdaptiveDPMSolver(order=3, prediction="data"),
+}

@@ -1,32 +1,48 @@
-"""What every solver is, and the string registry that command lines and configs use."""
+"""What every solver is and declares about itself, so that callers (sample(), the command
+line, benchmarks, tuning, UniC) ask the solver instead of testing its class or its name.
+
+Every solver is a frozen dataclass registered as a pytree whose fields are static
+hyperparameters. It declares:
+
+- `prediction`: what it integrates, "data", "noise" or "velocity" (a field of every solver);
+- `adaptive`: it chooses its own steps (`AdaptiveSolver`) instead of running a grid;
+- `reversible`: it carries a companion state that makes its solve invertible exactly;
+- `stochastic`: it draws noise along the solve;
+- `multistep`: one evaluation per step, reusing past predictions (what UniC corrects);
+- `lower_order_final`: it lowers its order over the last steps;
+- `evaluations_per_step`: model evaluations in every step, or None where steps share
+  evaluations or differ in cost;
+- `evaluations(steps, denoise_to_zero)` and its inverse `steps_for(nfe, denoise_to_zero)`.
+"""
 
 from __future__ import annotations
 
 import abc
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 
 from samplax.schedules import Schedule
 from samplax.solvers.engine import Plan
 
-__all__ = ["FixedGridSolver", "AdaptiveSolver", "register", "get", "names"]
+__all__ = ["AdaptiveSolver", "FixedGridSolver", "GridSolver", "Solver"]
 
 
-class FixedGridSolver(abc.ABC):
-    """A solver that runs on a given time grid. Subclasses are frozen dataclasses of
-    hyperparameters; `plan` turns (schedule, grid) into the coefficients the engine runs.
+class Solver(abc.ABC):
+    """What every solver declares (the defaults; solvers override what differs)."""
 
-    `prediction` is what the solver integrates: "data", "noise" or "velocity".
-    """
-
-    prediction: ClassVar[str] | str
+    prediction: str
     adaptive: ClassVar[bool] = False
+    reversible: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    multistep: ClassVar[bool] = False
+    lower_order_final: ClassVar[bool] = False
+    evaluations_per_step: ClassVar[int | None] = None
 
-    @abc.abstractmethod
-    def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        """Coefficients for a solve over `times` (steps + 1 points). With denoise_to_zero,
-        one more evaluation at times[-1] returns the data prediction there."""
+
+class GridSolver(Solver):
+    """A solver that runs on a given time grid of `steps` intervals."""
 
     @abc.abstractmethod
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
@@ -36,12 +52,30 @@ class FixedGridSolver(abc.ABC):
         """The fewest grid intervals this solver accepts."""
         return 1
 
+    def steps_for(self, nfe: int, denoise_to_zero: bool = False) -> int | None:
+        """The number of grid intervals at which this solver makes exactly `nfe` model
+        evaluations, or None where no number does (a method with several evaluations per
+        step reaches only some NFEs)."""
+        for steps in range(self.min_steps(), nfe + 1):
+            if self.evaluations(steps, denoise_to_zero) == nfe:
+                return steps
+        return None
 
-class AdaptiveSolver(abc.ABC):
+
+class FixedGridSolver(GridSolver):
+    """A grid solver that the scan engine runs: `plan` turns (schedule, grid) into the
+    coefficients of every stage."""
+
+    @abc.abstractmethod
+    def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
+        """Coefficients for a solve over `times` (steps + 1 points). With denoise_to_zero,
+        one more evaluation at times[-1] returns the data prediction there."""
+
+
+class AdaptiveSolver(Solver):
     """A solver that chooses its own steps to meet a tolerance."""
 
-    prediction: ClassVar[str] | str
-    adaptive: ClassVar[bool] = True
+    adaptive = True
 
     @abc.abstractmethod
     def solve(
@@ -53,25 +87,3 @@ class AdaptiveSolver(abc.ABC):
         t_end,
     ):
         """Integrate from t_start to t_end; returns (x_end, evaluations per sample)."""
-
-
-_REGISTRY: dict[str, Callable[[], object]] = {}
-
-
-def register(name: str, factory: Callable[[], object]) -> None:
-    """Make `get(name)` return `factory()`. Names are lower-case and unique."""
-    if name in _REGISTRY:
-        raise ValueError(f"solver name {name!r} is already registered")
-    _REGISTRY[name] = factory
-
-
-def names() -> list[str]:
-    """All registered solver names."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str):
-    """The solver registered as `name`, e.g. "dpm++2m" or "ddim"."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown solver {name!r}; known solvers: {', '.join(names())}")
-    return _REGISTRY[name]()

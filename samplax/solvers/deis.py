@@ -24,31 +24,23 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.pytrees import static_field
 from samplax.schedules import Schedule
-from samplax.solvers.base import FixedGridSolver, register
-from samplax.solvers.dpm_solver import append_denoising_stage, multistep_orders
-from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.exponential import linear_part, psi
+from samplax.solvers.base import FixedGridSolver
+from samplax.solvers.engine import Plan
+from samplax.solvers.exponential import multistep_plan, psi
+from samplax.solvers.toolkit import TABLEAUX, check_choice, one_step_plan
 
-__all__ = ["DEIS", "RhoRungeKutta", "IPNDM", "TABLEAUS"]
+__all__ = ["DEIS", "RhoRungeKutta", "IPNDM", "RHO_TABLEAUX"]
 
 DEIS_METHODS = ("tab", "rhoab")
-
-# Butcher tableaus (c, A, b) of the Runge-Kutta methods of rhoRK-DEIS.
-TABLEAUS = {
-    "heun": ((0.0, 1.0), ((), (1.0,)), (0.5, 0.5)),
-    "kutta3": ((0.0, 0.5, 1.0), ((), (0.5,), (-1.0, 2.0)), (1 / 6, 2 / 3, 1 / 6)),
-    "rk4": (
-        (0.0, 0.5, 0.5, 1.0),
-        ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)),
-        (1 / 6, 1 / 3, 1 / 3, 1 / 6),
-    ),
-}
+RHO_TABLEAUX = ("heun", "kutta3", "rk4")  # the Runge-Kutta methods of rhoRK-DEIS
 
 # Adams-Bashforth weights for equal steps, newest prediction first (iPNDM).
 _ADAMS_BASHFORTH = (
@@ -57,10 +49,6 @@ _ADAMS_BASHFORTH = (
     (23 / 12, -16 / 12, 5 / 12),
     (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 )
-
-
-def _stage_times(times, denoise_to_zero):
-    return times if denoise_to_zero else times[:-1]
 
 
 def _past_nodes(values, count):
@@ -100,21 +88,14 @@ class _NoiseMultistep(FixedGridSolver):
     x_{i+1} = scale_i x_i - sigma_{i+1} sum_j weights[i, j] eps_{i-j}, with orders warming
     up from one. Subclasses give the weights."""
 
-    prediction = "noise"
+    multistep = True
+    evaluations_per_step = 1
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return steps + int(denoise_to_zero)
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        steps = times.shape[0] - 1
-        builder = PlanBuilder(_stage_times(times, denoise_to_zero), history_size=self.order)
-        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
-        scale, multiplier, h = linear_part(schedule, times[:-1], times[1:], "noise")
-        weights = self._weights(schedule, times, h, orders)
-        builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights)
-        if denoise_to_zero:
-            append_denoising_stage(builder, schedule, times[-1], "noise")
-        return builder.build()
+        return multistep_plan(self, schedule, times, denoise_to_zero, functools.partial(self._weights, schedule, times))
 
     @abc.abstractmethod
     def _weights(self, schedule, times, h, orders):
@@ -138,16 +119,16 @@ class DEIS(_NoiseMultistep):
             at the table points, only to about 1e-7 relative.
     """
 
-    order: int = dataclasses.field(default=3, metadata={"static": True})
-    method: str = dataclasses.field(default="tab", metadata={"static": True})
-    lower_order_final: bool = dataclasses.field(default=True, metadata={"static": True})
-    quadrature_nodes: int = dataclasses.field(default=24, metadata={"static": True})
+    order: int = static_field(3)
+    method: str = static_field("tab")
+    lower_order_final: bool = static_field(True)
+    quadrature_nodes: int = static_field(24)
+    prediction: str = static_field("noise")
 
     def __post_init__(self):
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"DEIS order must be 1, 2 or 3, got {self.order!r}")
-        if self.method not in DEIS_METHODS:
-            raise ValueError(f"DEIS method must be one of {DEIS_METHODS}, got {self.method!r}")
+        check_choice("DEIS order", self.order, (1, 2, 3))
+        check_choice("DEIS method", self.method, DEIS_METHODS)
+        check_choice("prediction", self.prediction, ("noise",))
         if not isinstance(self.quadrature_nodes, int) or self.quadrature_nodes < 2:
             raise ValueError(f"quadrature_nodes must be an integer >= 2, got {self.quadrature_nodes!r}")
 
@@ -203,58 +184,54 @@ class RhoRungeKutta(FixedGridSolver):
             "rk4" (the classical fourth-order method). NFE = stages x steps.
     """
 
-    tableau: str = dataclasses.field(default="kutta3", metadata={"static": True})
-
-    prediction = "noise"
+    tableau: str = static_field("kutta3")
+    prediction: str = static_field("noise")
 
     def __post_init__(self):
-        if self.tableau not in TABLEAUS:
-            raise ValueError(f"tableau must be one of {tuple(TABLEAUS)}, got {self.tableau!r}")
+        check_choice("tableau", self.tableau, RHO_TABLEAUX)
+        check_choice("prediction", self.prediction, ("noise",))
 
     @property
     def stages(self) -> int:
-        return len(TABLEAUS[self.tableau][0])
+        return TABLEAUX[self.tableau].stages
+
+    @property
+    def evaluations_per_step(self) -> int:
+        return self.stages
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return self.stages * steps + int(denoise_to_zero)
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        c, a, b = TABLEAUS[self.tableau]
-        stages, steps = self.stages, times.shape[0] - 1
+        tableau = TABLEAUX[self.tableau]
         lambdas = schedule.lambda_(times)
         rho_from, rho_to = jnp.exp(-lambdas[:-1]), jnp.exp(-lambdas[1:])
         step_rho = rho_to - rho_from
         alpha_from = schedule.alpha(times[:-1])
-        stage_times, stage_alphas = [], []
-        for fraction in c:
+        nodes, stage_alphas = [], []
+        for fraction in tableau.c:
             if fraction == 0.0:
-                stage_times.append(times[:-1])
+                nodes.append(times[:-1])
                 stage_alphas.append(alpha_from)
             elif fraction == 1.0:
-                stage_times.append(times[1:])
+                nodes.append(times[1:])
                 stage_alphas.append(schedule.alpha(times[1:]))
             else:
                 stage_lambda = -jnp.log(rho_from + fraction * step_rho)
-                stage_times.append(schedule.inverse_lambda(stage_lambda))
+                nodes.append(schedule.inverse_lambda(stage_lambda))
                 stage_alphas.append(schedule.alpha_sigma_from_lambda(stage_lambda)[0])
-        flat_times = jnp.stack(stage_times, axis=1).reshape(-1)
-        if denoise_to_zero:
-            flat_times = jnp.concatenate([flat_times, times[-1:]])
-        builder = PlanBuilder(flat_times, history_size=stages)
-        first = np.arange(steps) * stages
-        for k in range(1, stages):
-            # Stage k evaluates at alpha_k (v_i + drho sum_l a_kl eps_l); history[j] holds
-            # eps_{k-1-j} of this step.
-            history = jnp.stack(
-                [stage_alphas[k] * step_rho * a[k][k - 1 - j] for j in range(k)], axis=1
-            )
-            builder.set_input(first + k, stage_alphas[k] / alpha_from, history)
         alpha_to = schedule.alpha(times[1:])
-        history = jnp.stack([alpha_to * step_rho * b[stages - 1 - j] for j in range(stages)], axis=1)
-        builder.set_update(first + stages - 1, alpha_to / alpha_from, history)
-        if denoise_to_zero:
-            append_denoising_stage(builder, schedule, times[-1], "noise")
-        return builder.build()
+        # Stage k evaluates at alpha_k (v_i + drho sum_l a_kl eps_l), with v = x / alpha.
+        method = {
+            "node_times": jnp.stack(nodes, axis=1).reshape(-1),
+            "a": tableau.a,
+            "b": tableau.b,
+            "input_states": [stage_alpha / alpha_from for stage_alpha in stage_alphas],
+            "input_scales": [stage_alpha * step_rho for stage_alpha in stage_alphas],
+            "update_state": alpha_to / alpha_from,
+            "update_scale": alpha_to * step_rho,
+        }
+        return one_step_plan(schedule, times, denoise_to_zero, self.prediction, method)
 
 
 @jax.tree_util.register_dataclass
@@ -270,12 +247,13 @@ class IPNDM(_NoiseMultistep):
         lower_order_final: lower the order over the last steps, as for DPM-Solver.
     """
 
-    order: int = dataclasses.field(default=4, metadata={"static": True})
-    lower_order_final: bool = dataclasses.field(default=False, metadata={"static": True})
+    order: int = static_field(4)
+    lower_order_final: bool = static_field(False)
+    prediction: str = static_field("noise")
 
     def __post_init__(self):
-        if self.order not in (1, 2, 3, 4):
-            raise ValueError(f"iPNDM order must be 1, 2, 3 or 4, got {self.order!r}")
+        check_choice("iPNDM order", self.order, (1, 2, 3, 4))
+        check_choice("prediction", self.prediction, ("noise",))
 
     def _weights(self, schedule, times, h, orders):
         table = np.zeros((self.order, self.order))
@@ -284,13 +262,16 @@ class IPNDM(_NoiseMultistep):
         return psi(1, h)[:, None] * jnp.asarray(table[orders - 1], h.dtype)  # table rows are static
 
 
-def _register_all():
-    for order in (1, 2, 3):
-        register(f"deis-tab{order}", lambda o=order: DEIS(order=o, method="tab"))
-        register(f"deis-rhoab{order}", lambda o=order: DEIS(order=o, method="rhoab"))
-    for name, tableau in (("deis-rhork2", "heun"), ("deis-rhork3", "kutta3"), ("deis-rhork4", "rk4")):
-        register(name, lambda t=tableau: RhoRungeKutta(tableau=t))
-    register("ipndm", lambda: IPNDM(order=4))
-
-
-_register_all()
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "deis-tab1": DEIS(method="tab", order=1),
+    "deis-tab2": DEIS(method="tab", order=2),
+    "deis-tab3": DEIS(method="tab", order=3),
+    "deis-rhoab1": DEIS(method="rhoab", order=1),
+    "deis-rhoab2": DEIS(method="rhoab", order=2),
+    "deis-rhoab3": DEIS(method="rhoab", order=3),
+    "deis-rhork2": RhoRungeKutta(tableau="heun"),
+    "deis-rhork3": RhoRungeKutta(tableau="kutta3"),
+    "deis-rhork4": RhoRungeKutta(tableau="rk4"),
+    "ipndm": IPNDM(order=4),
+}

@@ -16,32 +16,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.pytrees import static_field
 from samplax.schedules import Schedule
-from samplax.solvers.base import FixedGridSolver, register
+from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.exponential import linear_part, psi
+from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, linear_part, multistep_plan, psi
+from samplax.solvers.toolkit import append_denoising_stage, check_choice, stage_times
 
-__all__ = [
-    "DPMSolver",
-    "append_denoising_stage",
-    "multistep_orders",
-    "singlestep_coefficients",
-    "singlestep_orders",
-]
+__all__ = ["DPMSolver", "singlestep_coefficients", "singlestep_orders"]
 
 METHODS = ("multistep", "singlestep")
 VARIANTS = ("dpmsolver", "taylor")
-
-
-def multistep_orders(order: int, steps: int, lower_order_final: bool, denoise_to_zero: bool) -> np.ndarray:
-    """Per-step orders of a multistep method: warm up from order 1, and with
-    lower_order_final never use more past points than steps remain (a final denoising
-    step counts as one more first-order step)."""
-    index = np.arange(steps)
-    orders = np.minimum(order, index + 1)
-    if lower_order_final:
-        orders = np.minimum(orders, steps - index + int(denoise_to_zero))
-    return orders
 
 
 def singlestep_orders(order: int, steps: int) -> np.ndarray:
@@ -55,23 +40,6 @@ def singlestep_orders(order: int, steps: int) -> np.ndarray:
     if remainder == 0:
         return np.array([3] * (steps // 3 - 1) + [2, 1], int)
     return np.array([3] * (steps // 3) + [remainder], int)
-
-
-def append_denoising_stage(builder: PlanBuilder, schedule: Schedule, time, prediction: str) -> None:
-    """Make the last stage return the data prediction at `time` (the denoising step to
-    sigma = 0), written in terms of whichever prediction the solver integrates."""
-    last = np.array([builder.times.shape[0] - 1])
-    if prediction == "data":
-        builder.set_update(last, 0.0, jnp.ones((1, 1)))
-    elif prediction == "noise":
-        alpha, sigma = schedule.alpha(time), schedule.sigma(time)
-        builder.set_update(last, 1.0 / alpha, jnp.reshape(-sigma / alpha, (1, 1)))
-    else:
-        raise ValueError(f"a denoising step needs a 'data' or 'noise' prediction, got {prediction!r}")
-
-
-def _stage_times(times, denoise_to_zero):
-    return jnp.concatenate([times[:-1], times[-1:]]) if denoise_to_zero else times[:-1]
 
 
 @jax.tree_util.register_dataclass
@@ -89,41 +57,43 @@ class DPMSolver(FixedGridSolver):
             stabilises sampling with few steps.
     """
 
-    order: int = dataclasses.field(default=2, metadata={"static": True})
-    method: str = dataclasses.field(default="multistep", metadata={"static": True})
-    prediction: str = dataclasses.field(default="data", metadata={"static": True})
-    variant: str = dataclasses.field(default="dpmsolver", metadata={"static": True})
-    lower_order_final: bool = dataclasses.field(default=True, metadata={"static": True})
+    order: int = static_field(2)
+    method: str = static_field("multistep")
+    prediction: str = static_field("data")
+    variant: str = static_field("dpmsolver")
+    lower_order_final: bool = static_field(True)
 
     def __post_init__(self):
-        if self.order not in (1, 2, 3):
-            raise ValueError(f"DPM-Solver order must be 1, 2 or 3, got {self.order!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.prediction not in ("data", "noise"):
-            raise ValueError(f"prediction must be 'data' (DPM-Solver++) or 'noise', got {self.prediction!r}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        check_choice("DPM-Solver order", self.order, (1, 2, 3))
+        check_choice("method", self.method, METHODS)
+        check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)
+        check_choice("variant", self.variant, VARIANTS)
+
+    @property
+    def multistep(self) -> bool:
+        return self.method == "multistep"
+
+    @property
+    def evaluations_per_step(self) -> int | None:
+        """One for multistep methods; singlestep steps mix orders, so they differ."""
+        return 1 if self.multistep else None
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return steps + int(denoise_to_zero)
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        builder = PlanBuilder(_stage_times(times, denoise_to_zero), history_size=self.order)
-        if self.method == "multistep":
-            self._multistep(builder, schedule, times, denoise_to_zero)
-        else:
-            self._singlestep(builder, schedule, times)
+        if self.multistep:
+            return multistep_plan(self, schedule, times, denoise_to_zero, self._multistep_weights)
+        builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=self.order)
+        self._singlestep(builder, schedule, times)
         if denoise_to_zero:
             append_denoising_stage(builder, schedule, times[-1], self.prediction)
         return builder.build()
 
     # -- multistep ------------------------------------------------------------------------
 
-    def _multistep(self, builder, schedule, times, denoise_to_zero):
-        steps = times.shape[0] - 1
-        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
-        scale, multiplier, hh = linear_part(schedule, times[:-1], times[1:], self.prediction)
+    def _multistep_weights(self, hh, orders):
+        """(steps, order) weights of the multistep method on (m_i, m_{i-1}, m_{i-2})."""
         # Ratios of the previous step sizes to the current one (padded where unused).
         previous_1 = jnp.concatenate([hh[:1], hh[:-1]])
         previous_2 = jnp.concatenate([previous_1[:1], previous_1[:-1]])
@@ -146,7 +116,7 @@ class DPMSolver(FixedGridSolver):
         weights_3 = base + psi_2[:, None] * first + psi_3[:, None] * second
         order_column = jnp.asarray(orders)[:, None]
         weights = jnp.where(order_column == 1, base, jnp.where(order_column == 2, weights_2, weights_3))
-        builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights[:, : self.order])
+        return weights[:, : self.order]
 
     # -- singlestep -----------------------------------------------------------------------
 
@@ -158,10 +128,9 @@ class DPMSolver(FixedGridSolver):
             start = starts[orders == order]
             if start.size == 0:
                 continue
-            stage_times = [times[start + k] for k in range(order)]
-            inputs, update = singlestep_coefficients(
-                schedule, self.prediction, self.variant, stage_times, times[start + order]
-            )
+            nodes = [times[start + k] for k in range(order)]
+            end = times[start + order]
+            inputs, update = singlestep_coefficients(schedule, self.prediction, self.variant, nodes, end)
             for offset, (state, history) in enumerate(inputs, start=1):
                 builder.set_input(start + offset, state, history)
             builder.set_update(start + order - 1, *update)
@@ -212,19 +181,25 @@ def singlestep_coefficients(schedule, prediction, variant, stage_times, t):
     return inputs, (scale, -multiplier[..., None] * history)
 
 
-def _register_all():
-    register("ddim", lambda: DPMSolver(order=1, prediction="data"))
-    for prefix, prediction in (("dpm-solver-", "noise"), ("dpm++", "data")):
-        register(f"{prefix}1", lambda p=prediction: DPMSolver(order=1, prediction=p))
-        for order in (2, 3):
-            for letter, method in (("s", "singlestep"), ("m", "multistep")):
-                for suffix, variant in (("", "dpmsolver"), ("-taylor", "taylor")):
-                    register(
-                        f"{prefix}{order}{letter}{suffix}",
-                        lambda o=order, m=method, p=prediction, v=variant: DPMSolver(
-                            order=o, method=m, prediction=p, variant=v
-                        ),
-                    )
-
-
-_register_all()
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "ddim": DPMSolver(order=1, method="multistep", prediction="data", variant="dpmsolver"),
+    "dpm++1": DPMSolver(order=1, method="multistep", prediction="data", variant="dpmsolver"),
+    "dpm++2s": DPMSolver(order=2, method="singlestep", prediction="data", variant="dpmsolver"),
+    "dpm++2s-taylor": DPMSolver(order=2, method="singlestep", prediction="data", variant="taylor"),
+    "dpm++2m": DPMSolver(order=2, method="multistep", prediction="data", variant="dpmsolver"),
+    "dpm++2m-taylor": DPMSolver(order=2, method="multistep", prediction="data", variant="taylor"),
+    "dpm++3s": DPMSolver(order=3, method="singlestep", prediction="data", variant="dpmsolver"),
+    "dpm++3s-taylor": DPMSolver(order=3, method="singlestep", prediction="data", variant="taylor"),
+    "dpm++3m": DPMSolver(order=3, method="multistep", prediction="data", variant="dpmsolver"),
+    "dpm++3m-taylor": DPMSolver(order=3, method="multistep", prediction="data", variant="taylor"),
+    "dpm-solver-1": DPMSolver(order=1, method="multistep", prediction="noise", variant="dpmsolver"),
+    "dpm-solver-2s": DPMSolver(order=2, method="singlestep", prediction="noise", variant="dpmsolver"),
+    "dpm-solver-2s-taylor": DPMSolver(order=2, method="singlestep", prediction="noise", variant="taylor"),
+    "dpm-solver-2m": DPMSolver(order=2, method="multistep", prediction="noise", variant="dpmsolver"),
+    "dpm-solver-2m-taylor": DPMSolver(order=2, method="multistep", prediction="noise", variant="taylor"),
+    "dpm-solver-3s": DPMSolver(order=3, method="singlestep", prediction="noise", variant="dpmsolver"),
+    "dpm-solver-3s-taylor": DPMSolver(order=3, method="singlestep", prediction="noise", variant="taylor"),
+    "dpm-solver-3m": DPMSolver(order=3, method="multistep", prediction="noise", variant="dpmsolver"),
+    "dpm-solver-3m-taylor": DPMSolver(order=3, method="multistep", prediction="noise", variant="taylor"),
+}

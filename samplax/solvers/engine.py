@@ -21,13 +21,13 @@ independent of the number of steps.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Plan", "PlanBuilder", "Predictor", "run_plan"]
+__all__ = ["Plan", "PlanBuilder", "Predictor", "final_state", "initial_carry", "run_plan", "run_stages"]
 
 
 @jax.tree_util.register_dataclass
@@ -56,12 +56,20 @@ class Predictor:
     """A prediction `predict(x, t)` split so that the work depending on time alone (the
     schedule's alpha and sigma, the network's time input) runs once for all stage times
     before the loop: `prepare(times)` maps times of any shape to a pytree of arrays of that
-    shape, and `evaluate(x, prepared)` uses one row of it. Calling it does both."""
+    shape, and `evaluate(x, prepared)` uses one row of it. Calling it does both.
+
+    With `auxiliary`, evaluate takes a per-stage input as well and returns a per-stage
+    output beside the prediction, `evaluate(x, prepared, stage_input) -> (prediction,
+    stage_output)`: the engine feeds and stacks them along the stages it runs (editing
+    records and injects a network's attention values this way)."""
 
     prepare: Callable[[jax.Array], object]
-    evaluate: Callable[[jax.Array, object], jax.Array]
+    evaluate: Callable[..., object]
+    auxiliary: bool = False
 
     def __call__(self, x, t):
+        if self.auxiliary:
+            raise TypeError("a Predictor with auxiliary input and output runs only inside the engine")
         return self.evaluate(x, self.prepare(t))
 
 
@@ -81,33 +89,71 @@ def _combine(scale, weights, state, history):
     return result
 
 
+def initial_carry(plan: Plan, x: jax.Array):
+    """The engine's carry at the start of a plan: the state x and an empty history (a tuple
+    of arrays, newest first, so pushing a prediction renames buffers instead of copying)."""
+    return x, tuple(jnp.zeros_like(x) for _ in range(plan.input_history.shape[1]))
+
+
+def final_state(plan: Plan, carry) -> jax.Array:
+    """The result of a plan from the carry after its last stage."""
+    state, history = carry
+    return _combine(plan.output_state, plan.output_history, state, history)
+
+
+def run_stages(
+    plan: Plan,
+    predict: Callable[[jax.Array, jax.Array], jax.Array] | Predictor,
+    carry,
+    stages: slice = slice(None),
+    stage_inputs=None,
+    return_trajectory: bool = False,
+):
+    """Run the stages `stages` of a plan from `carry` (see `initial_carry`) in one scan.
+
+    Args:
+        predict: a plain `predict(x, t)` or a `Predictor`; an auxiliary Predictor gets one
+            entry of `stage_inputs` (a pytree with a leading axis over the stages run, or
+            None) at every stage.
+
+    Returns:
+        (carry, (trajectory, stage_outputs)): the trajectory (the state after every stage
+        run) is None unless asked for; the stacked stage outputs are None unless the
+        Predictor is auxiliary.
+    """
+    predictor = _as_predictor(predict)
+    rows = (predictor.prepare(plan.times), plan.input_state, plan.input_history, plan.update_state, plan.update_history)
+    rows = jax.tree.map(lambda row: row[stages], rows)
+    if rows[1].shape[0] == 0:  # nothing to run: do not trace the network at all
+        return carry, (None, None)
+
+    def stage(carry, row):
+        state, history = carry
+        (prepared, input_state, input_history, update_state, update_history), stage_input = row
+        point = state if plan.evaluates_at_state else _combine(input_state, input_history, state, history)
+        if predictor.auxiliary:
+            prediction, output = predictor.evaluate(point, prepared, stage_input)
+        else:
+            prediction, output = predictor.evaluate(point, prepared), None
+        history = (prediction.astype(state.dtype),) + history[:-1]
+        state = _combine(update_state, update_history, state, history)
+        return (state, history), (state if return_trajectory else None, output)
+
+    return jax.lax.scan(stage, carry, (rows, stage_inputs))
+
+
 def run_plan(
     plan: Plan,
     predict: Callable[[jax.Array, jax.Array], jax.Array] | Predictor,
     x: jax.Array,
     return_trajectory: bool = False,
 ):
-    """Run a plan from state x with `predict(x, t)` (a plain callable, or a `Predictor`
-    whose time-only work is then done for all stages before the loop). Returns (result, trajectory), where the trajectory (the
-    state after every stage, shape (S, *x.shape)) is None unless asked for.
-
-    The history is a tuple of arrays, newest first, so pushing a prediction renames
-    buffers instead of copying them."""
-    predictor = _as_predictor(predict)
-    history = tuple(jnp.zeros_like(x) for _ in range(plan.input_history.shape[1]))
-
-    def stage(carry, row):
-        state, history = carry
-        prepared, input_state, input_history, update_state, update_history = row
-        point = state if plan.evaluates_at_state else _combine(input_state, input_history, state, history)
-        prediction = predictor.evaluate(point, prepared).astype(state.dtype)
-        history = (prediction,) + history[:-1]
-        state = _combine(update_state, update_history, state, history)
-        return (state, history), (state if return_trajectory else None)
-
-    rows = (predictor.prepare(plan.times), plan.input_state, plan.input_history, plan.update_state, plan.update_history)
-    (state, history), trajectory = jax.lax.scan(stage, (x, history), rows)
-    return _combine(plan.output_state, plan.output_history, state, history), trajectory
+    """Run a whole plan from state x with `predict(x, t)` (a plain callable, or a
+    `Predictor` whose time-only work is then done for all stages before the loop). Returns
+    (result, trajectory), where the trajectory (the state after every stage, shape
+    (S, *x.shape)) is None unless asked for."""
+    carry, (trajectory, _) = run_stages(plan, predict, initial_carry(plan, x), return_trajectory=return_trajectory)
+    return final_state(plan, carry), trajectory
 
 
 class PlanBuilder:

@@ -15,7 +15,17 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+from samplax.schedules import Schedule
+from samplax.solvers.engine import Plan, PlanBuilder
+from samplax.solvers.toolkit import append_denoising_stage, multistep_orders, stage_times
+
+__all__ = ["EXPONENTIAL_PREDICTIONS", "linear_part", "multistep_plan", "psi"]
+
+EXPONENTIAL_PREDICTIONS = ("data", "noise")  # what an exponential integrator can integrate
 
 _SERIES_TERMS = 16
 _SERIES_BELOW = 1.0
@@ -50,3 +60,21 @@ def linear_part(schedule, times_from, times_to, prediction: str):
     if prediction == "noise":
         return schedule.alpha(times_to) / schedule.alpha(times_from), schedule.sigma(times_to), h
     raise ValueError(f"exponential integrators predict 'data' or 'noise', got {prediction!r}")
+
+
+def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, weights) -> Plan:
+    """The plan of a multistep exponential integrator, one evaluation per step:
+
+        x_{i+1} = scale_i x_i - multiplier_i sum_j weights[i, j] m_{i-j},
+
+    in the solver's prediction m, with orders warming up from one (and lowered at the end
+    with `solver.lower_order_final`). `weights(hh, orders)` gives the (steps, solver.order)
+    weights, newest prediction first, from the signed steps hh and the per-step orders."""
+    steps = times.shape[0] - 1
+    builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=solver.order)
+    orders = multistep_orders(solver.order, steps, solver.lower_order_final, denoise_to_zero)
+    scale, multiplier, hh = linear_part(schedule, times[:-1], times[1:], solver.prediction)
+    builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights(hh, orders))
+    if denoise_to_zero:
+        append_denoising_stage(builder, schedule, times[-1], solver.prediction)
+    return builder.build()

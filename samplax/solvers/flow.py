@@ -28,50 +28,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.pytrees import static_field
 from samplax.schedules import Schedule
-from samplax.solvers.base import AdaptiveSolver, FixedGridSolver, register
+from samplax.solvers.base import AdaptiveSolver, FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
+from samplax.solvers.toolkit import TABLEAUX, append_denoising_stage, check_choice, one_step_plan, stage_times
 
-__all__ = ["RungeKutta", "RFSolver", "FireFlow", "FlowAdaptive", "TABLEAUX", "append_velocity_denoising_stage"]
+__all__ = ["RungeKutta", "RFSolver", "FireFlow", "FlowAdaptive", "FLOW_TABLEAUX"]
 
-# Butcher tableaux (a, b, c) of explicit methods; a is strictly lower triangular.
-TABLEAUX = {
-    "euler": (np.zeros((1, 1)), np.array([1.0]), np.array([0.0])),
-    "heun": (np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([0.5, 0.5]), np.array([0.0, 1.0])),
-    "midpoint": (np.array([[0.0, 0.0], [0.5, 0.0]]), np.array([0.0, 1.0]), np.array([0.0, 0.5])),
-    "rk4": (
-        np.array([[0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0.5, 0, 0], [0, 0, 1.0, 0]]),
-        np.array([1, 2, 2, 1]) / 6.0,
-        np.array([0.0, 0.5, 0.5, 1.0]),
-    ),
-}
-
-_ORDERS = {"euler": 1, "heun": 2, "midpoint": 2, "rk4": 4}
-
-
-def _static(default):
-    return dataclasses.field(default=default, metadata={"static": True})
-
-
-def append_velocity_denoising_stage(builder: PlanBuilder, schedule: Schedule, time) -> None:
-    """Make the last stage return the data prediction at `time` from the velocity there:
-    x = alpha x0 + sigma eps and v = alpha' x0 + sigma' eps give
-    x0 = (sigma' x - sigma v) / (alpha sigma' - sigma alpha')."""
-    alpha, sigma = schedule.alpha(time), schedule.sigma(time)
-    d_alpha, d_sigma = schedule.alpha_sigma_derivatives(time)
-    determinant = alpha * d_sigma - sigma * d_alpha
-    last = np.array([builder.times.shape[0] - 1])
-    builder.set_update(last, d_sigma / determinant, jnp.reshape(-sigma / determinant, (1, 1)))
-
-
-def _with_denoising_time(stage_times, times, denoise_to_zero):
-    return jnp.concatenate([stage_times, times[-1:]]) if denoise_to_zero else stage_times
+FLOW_TABLEAUX = ("euler", "heun", "midpoint", "rk4")  # the methods of RungeKutta
 
 
 class _VelocitySolver(FixedGridSolver):
-    """Shared pieces of the fixed-grid velocity solvers: `stages` evaluations per step."""
+    """Shared pieces of the one-step velocity solvers: `stages` evaluations per step."""
 
-    prediction = "velocity"
+    def __post_init__(self):
+        check_choice("prediction", self.prediction, ("velocity",))
+
+    @property
+    def evaluations_per_step(self) -> int:
+        return self.stages
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return self.stages * steps + int(denoise_to_zero)
@@ -80,21 +56,17 @@ class _VelocitySolver(FixedGridSolver):
         """Plan of a one-step method with `nodes` c (stage times t + c h), stage inputs
         x + h sum_l inputs[j][l] v_l and final update x + h sum_l weights[l] v_l, where
         inputs and weights are functions of h (arrays over steps) or constants."""
-        steps = times.shape[0] - 1
         h = times[1:] - times[:-1]
-        stages = len(nodes)
-        stage_times = (times[:-1, None] + h[:, None] * jnp.asarray(nodes, h.dtype)[None]).reshape(-1)
-        builder = PlanBuilder(_with_denoising_time(stage_times, times, denoise_to_zero), history_size=stages)
-        step_index = np.arange(steps) * stages
-        for j in range(1, stages):
-            # At stage j the history holds v_{j-1}, ..., v_0 (newest first).
-            history = jnp.stack([h * inputs[j][j - 1 - m] for m in range(j)], axis=1)
-            builder.set_input(step_index + j, 1.0, history)
-        history = jnp.stack([h * weights[stages - 1 - m] for m in range(stages)], axis=1)
-        builder.set_update(step_index + stages - 1, 1.0, history)
-        if denoise_to_zero:
-            append_velocity_denoising_stage(builder, schedule, times[-1])
-        return builder.build()
+        method = {
+            "node_times": (times[:-1, None] + h[:, None] * jnp.asarray(nodes, h.dtype)[None]).reshape(-1),
+            "a": inputs,
+            "b": weights,
+            "input_states": [1.0] * len(nodes),
+            "input_scales": [h] * len(nodes),
+            "update_state": 1.0,
+            "update_scale": h,
+        }
+        return one_step_plan(schedule, times, denoise_to_zero, self.prediction, method)
 
 
 @jax.tree_util.register_dataclass
@@ -107,23 +79,24 @@ class RungeKutta(_VelocitySolver):
             (order 2) or "rk4" (classical fourth order).
     """
 
-    method: str = _static("euler")
+    method: str = static_field("euler")
+    prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        if self.method not in TABLEAUX:
-            raise ValueError(f"method must be one of {tuple(TABLEAUX)}, got {self.method!r}")
+        check_choice("method", self.method, FLOW_TABLEAUX)
+        super().__post_init__()
 
     @property
     def stages(self) -> int:
-        return TABLEAUX[self.method][1].shape[0]
+        return TABLEAUX[self.method].stages
 
     @property
     def order(self) -> int:
-        return _ORDERS[self.method]
+        return TABLEAUX[self.method].order
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        a, b, c = TABLEAUX[self.method]
-        return self._explicit_plan(schedule, times, denoise_to_zero, c, a, b)
+        tableau = TABLEAUX[self.method]
+        return self._explicit_plan(schedule, times, denoise_to_zero, tableau.c, tableau.a, tableau.b)
 
 
 @jax.tree_util.register_dataclass
@@ -142,11 +115,12 @@ class RFSolver(_VelocitySolver):
         order: 2 or 3.
     """
 
-    order: int = _static(2)
+    order: int = static_field(2)
+    prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        if self.order not in (2, 3):
-            raise ValueError(f"RF-Solver order must be 2 or 3, got {self.order!r}")
+        check_choice("RF-Solver order", self.order, (2, 3))
+        super().__post_init__()
 
     @property
     def stages(self) -> int:
@@ -166,9 +140,7 @@ class RFSolver(_VelocitySolver):
         # First derivative (4 v_mid - 3 v0 - v1) / h, second 4 (v1 - 2 v_mid + v0) / h^2.
         first = (-3.0 / h, 4.0 / h, -1.0 / h)
         second = (4.0 / h**2, -8.0 / h**2, 4.0 / h**2)
-        weights = tuple(
-            (h * (l == 0) + taylor_2 * first[l] + taylor_3 * second[l]) / h for l in range(3)
-        )
+        weights = tuple((h * (k == 0) + taylor_2 * first[k] + taylor_3 * second[k]) / h for k in range(3))
         inputs = (None, (0.5 * one,), (-one, 2.0 * one))
         return self._explicit_plan(schedule, times, denoise_to_zero, (0.0, 0.5, 1.0), inputs, weights)
 
@@ -196,12 +168,12 @@ class FireFlow(FixedGridSolver):
         order: 2 (FireFlow) or 3.
     """
 
-    prediction = "velocity"
-    order: int = _static(2)
+    order: int = static_field(2)
+    prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        if self.order not in (2, 3):
-            raise ValueError(f"FireFlow order must be 2 or 3, got {self.order!r}")
+        check_choice("FireFlow order", self.order, (2, 3))
+        check_choice("prediction", self.prediction, ("velocity",))
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return steps + 1 + int(denoise_to_zero)
@@ -210,7 +182,7 @@ class FireFlow(FixedGridSolver):
         steps = times.shape[0] - 1
         h = times[1:] - times[:-1]
         nodes = jnp.concatenate([times[:1], times[:-1] + 0.5 * h])  # where v is evaluated
-        builder = PlanBuilder(_with_denoising_time(nodes, times, denoise_to_zero), history_size=self.order)
+        builder = PlanBuilder(stage_times(nodes, times, denoise_to_zero), history_size=self.order)
         if self.order == 2:
             # history[0] is v0 at stage 1 and the previous midpoint velocity afterwards.
             midpoints = np.arange(1, steps + 1)
@@ -234,7 +206,7 @@ class FireFlow(FixedGridSolver):
                 weights = [_integrated_lagrange(step_h, update_nodes, j) for j in range(len(update_nodes))]
                 builder.set_update(index + 1, 1.0, jnp.stack(weights, axis=1))
         if denoise_to_zero:
-            append_velocity_denoising_stage(builder, schedule, times[-1])
+            append_denoising_stage(builder, schedule, times[-1], "velocity")
         return builder.build()
 
 
@@ -256,7 +228,7 @@ def _integrated_lagrange(h, offsets, j):
     return integral / denominator
 
 
-_ADAPTIVE = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
+ADAPTIVE_METHODS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5}
 
 
 @jax.tree_util.register_dataclass
@@ -274,15 +246,15 @@ class FlowAdaptive(AdaptiveSolver):
         max_steps: the most steps a solve may take before it fails.
     """
 
-    prediction = "velocity"
-    method: str = _static("tsit5")
-    rtol: float = _static(1e-5)
-    atol: float = _static(1e-5)
-    max_steps: int = _static(4096)
+    method: str = static_field("tsit5")
+    rtol: float = static_field(1e-5)
+    atol: float = static_field(1e-5)
+    max_steps: int = static_field(4096)
+    prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        if self.method not in _ADAPTIVE:
-            raise ValueError(f"method must be one of {tuple(_ADAPTIVE)}, got {self.method!r}")
+        check_choice("method", self.method, tuple(ADAPTIVE_METHODS))
+        check_choice("prediction", self.prediction, ("velocity",))
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be positive, got rtol={self.rtol}, atol={self.atol}")
 
@@ -295,7 +267,7 @@ class FlowAdaptive(AdaptiveSolver):
         def solve_one(y0):
             solution = diffrax.diffeqsolve(
                 diffrax.ODETerm(vector_field),
-                _ADAPTIVE[self.method](),
+                ADAPTIVE_METHODS[self.method](),
                 t0=jnp.asarray(t_start, dtype),
                 t1=jnp.asarray(t_end, dtype),
                 dt0=None,
@@ -308,15 +280,16 @@ class FlowAdaptive(AdaptiveSolver):
         return jax.vmap(solve_one)(x)
 
 
-def _register_all():
-    for method in TABLEAUX:
-        register(method, lambda m=method: RungeKutta(method=m))
-    register("rf-solver-2", lambda: RFSolver(order=2))
-    register("rf-solver-3", lambda: RFSolver(order=3))
-    register("fireflow", lambda: FireFlow())
-    register("fireflow-3", lambda: FireFlow(order=3))
-    for method in _ADAPTIVE:
-        register(f"flow-{method}", lambda m=method: FlowAdaptive(method=m))
-
-
-_register_all()
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "euler": RungeKutta(method="euler"),
+    "heun": RungeKutta(method="heun"),
+    "midpoint": RungeKutta(method="midpoint"),
+    "rk4": RungeKutta(method="rk4"),
+    "rf-solver-2": RFSolver(order=2),
+    "rf-solver-3": RFSolver(order=3),
+    "fireflow": FireFlow(order=2),
+    "fireflow-3": FireFlow(order=3),
+    "flow-tsit5": FlowAdaptive(method="tsit5"),
+    "flow-dopri5": FlowAdaptive(method="dopri5"),
+}

@@ -14,7 +14,7 @@ import numpy as np
 
 from samplax.schedules import Schedule
 
-__all__ = ["GRIDS", "check_finite_lambda", "check_grid", "default_grid", "time_grid"]
+__all__ = ["GRIDS", "check_finite_lambda", "check_grid", "time_grid"]
 
 GRIDS = ("uniform", "logsnr", "quadratic", "karras", "shifted")
 
@@ -70,12 +70,6 @@ def time_grid(
         times = schedule.inverse_lambda(lambdas)
     # Pin the end points exactly: inverse_lambda may round them.
     return times.at[0].set(t_start).at[-1].set(t_end)
-
-
-def default_grid(schedule: Schedule) -> str:
-    """"logsnr" for diffusion schedules; "uniform" for rectified flow, whose lambda is
-    infinite at both ends."""
-    return "uniform" if type(schedule).__name__ == "RectifiedFlow" else "logsnr"
 
 
 def check_finite_lambda(kind, lambda_start, lambda_end):

@@ -16,10 +16,14 @@ of steps: inversion data -> noise -> data is exact when the pair is kept.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
+from samplax.pytrees import static_field
+from samplax.solvers.base import GridSolver
+from samplax.solvers.toolkit import check_choice
 
 __all__ = ["ReversibleState", "ReversibleHeun"]
 
@@ -33,25 +37,32 @@ class ReversibleState:
     x_hat: jax.Array
 
     @classmethod
-    def start(cls, x: jax.Array) -> "ReversibleState":
+    def start(cls, x: jax.Array) -> ReversibleState:
         """The state at the start of a solve from x alone (x_hat = x)."""
         return cls(x, x)
 
-    def scaled(self, factor) -> "ReversibleState":
+    def scaled(self, factor) -> ReversibleState:
         return ReversibleState(self.x * factor, self.x_hat * factor)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class ReversibleHeun:
+class ReversibleHeun(GridSolver):
     """Reversible Heun on the velocity. `solve` runs any grid, decreasing (sampling) or
-    increasing (inversion); the reverse of a solve is a solve over the reversed grid."""
+    increasing (inversion); the reverse of a solve is a solve over the reversed grid.
+    It carries a companion state, so it runs through `solve` rather than a Plan."""
 
-    prediction = "velocity"
+    prediction: str = static_field("velocity")
 
-    def evaluations(self, steps: int) -> int:
-        """One evaluation per step, plus one for v_hat at the start."""
-        return steps + 1
+    reversible = True
+
+    def __post_init__(self):
+        check_choice("prediction", self.prediction, ("velocity",))
+
+    def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
+        """One evaluation per step, plus one for v_hat at the start (and one for the
+        final denoising step, where asked)."""
+        return steps + 1 + int(denoise_to_zero)
 
     def solve(
         self,
@@ -78,3 +89,9 @@ class ReversibleHeun:
         rows = (times[1:] - times[:-1], times[1:])
         (x, x_hat, _), trajectory = jax.lax.scan(step, (state.x, state.x_hat, v_hat), rows)
         return ReversibleState(x, x_hat), trajectory
+
+
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "reversible-heun": ReversibleHeun(),
+}

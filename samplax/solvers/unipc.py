@@ -28,12 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.pytrees import static_field
 from samplax.schedules import Schedule
-from samplax.solvers.base import FixedGridSolver, register
-from samplax.solvers.deis import DEIS, IPNDM
-from samplax.solvers.dpm_solver import DPMSolver, append_denoising_stage, multistep_orders
+from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.exponential import linear_part, psi
+from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, linear_part, multistep_plan, psi
+from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_orders
 
 __all__ = ["UniP", "UniC", "unipc"]
 
@@ -41,13 +41,10 @@ VARIANTS = ("bh1", "bh2")
 MAX_ORDER = 4
 
 
-def _check_common(order, variant, prediction, max_order):
-    if order not in range(1, max_order + 1):
-        raise ValueError(f"order must be an integer from 1 to {max_order}, got {order!r}")
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    if prediction not in ("data", "noise"):
-        raise ValueError(f"prediction must be 'data' or 'noise', got {prediction!r}")
+def _check_common(order, variant, prediction):
+    check_choice("order", order, range(1, MAX_ORDER + 1))
+    check_choice("variant", variant, VARIANTS)
+    check_choice("prediction", prediction, EXPONENTIAL_PREDICTIONS)
 
 
 def _step_ratios(lambdas, count):
@@ -76,7 +73,7 @@ def _vandermonde_weights(ratios, rhs):
                 continue
             shifted = [jnp.zeros_like(coefficients[0])] + coefficients
             scaled = [ratios[:, j] * c for c in coefficients] + [jnp.zeros_like(coefficients[0])]
-            coefficients = [a - b for a, b in zip(shifted, scaled)]
+            coefficients = [a - b for a, b in zip(shifted, scaled, strict=True)]
             denominator = denominator * (ratios[:, k] - ratios[:, j])
         weights.append(sum(c * rhs[:, i] for i, c in enumerate(coefficients)) / denominator)
     return jnp.stack(weights, axis=1)
@@ -136,34 +133,27 @@ class UniP(FixedGridSolver):
         lower_order_final: lower the order over the last steps, as for DPM-Solver.
     """
 
-    order: int = dataclasses.field(default=3, metadata={"static": True})
-    variant: str = dataclasses.field(default="bh1", metadata={"static": True})
-    prediction: str = dataclasses.field(default="data", metadata={"static": True})
-    lower_order_final: bool = dataclasses.field(default=True, metadata={"static": True})
+    order: int = static_field(3)
+    variant: str = static_field("bh1")
+    prediction: str = static_field("data")
+    lower_order_final: bool = static_field(True)
+
+    multistep = True
+    evaluations_per_step = 1
 
     def __post_init__(self):
-        _check_common(self.order, self.variant, self.prediction, MAX_ORDER)
+        _check_common(self.order, self.variant, self.prediction)
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         return steps + int(denoise_to_zero)
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        steps = times.shape[0] - 1
-        stage_times = times if denoise_to_zero else times[:-1]
-        builder = PlanBuilder(stage_times, history_size=self.order)
-        orders = multistep_orders(self.order, steps, self.lower_order_final, denoise_to_zero)
-        scale, multiplier, hh = linear_part(schedule, times[:-1], times[1:], self.prediction)
-        weights = _weights(schedule.lambda_(times), hh, orders, self.variant, False, self.order)
-        builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights)
-        if denoise_to_zero:
-            append_denoising_stage(builder, schedule, times[-1], self.prediction)
-        return builder.build()
+        lambdas = schedule.lambda_(times)
 
+        def weights(hh, orders):
+            return _weights(lambdas, hh, orders, self.variant, False, self.order)
 
-def _is_multistep(solver) -> bool:
-    if isinstance(solver, DPMSolver):
-        return solver.method == "multistep"
-    return isinstance(solver, (UniP, DEIS, IPNDM))
+        return multistep_plan(self, schedule, times, denoise_to_zero, weights)
 
 
 @jax.tree_util.register_dataclass
@@ -176,27 +166,33 @@ class UniC(FixedGridSolver):
     p + 1; it follows the predictor's warm-up and lower-order-final orders.
 
     Attributes:
-        predictor: a multistep solver (`UniP`, multistep `DPMSolver`, `DEIS`, `IPNDM`); the
-            corrector works in the predictor's prediction ("data" or "noise").
+        predictor: any solver that declares itself multistep (`UniP`, multistep
+            `DPMSolver`, `DEIS`, `IPNDM`, ...) on a data or noise prediction.
         variant: "bh1" or "bh2", as for UniP.
         order: the corrector's order, 1 to 4; None takes the predictor's order.
+        prediction: the prediction it integrates: always the predictor's (None, the
+            default, takes it; any other value must equal it).
     """
 
-    predictor: FixedGridSolver = dataclasses.field(default_factory=UniP, metadata={"static": True})
-    variant: str = dataclasses.field(default="bh1", metadata={"static": True})
-    order: int | None = dataclasses.field(default=None, metadata={"static": True})
+    predictor: FixedGridSolver = static_field(dataclasses.MISSING, default_factory=UniP)
+    variant: str = static_field("bh1")
+    order: int | None = static_field(None)
+    prediction: str | None = static_field(None)
+
+    multistep = True
+    evaluations_per_step = 1
 
     def __post_init__(self):
-        if not _is_multistep(self.predictor):
-            raise ValueError(
-                "predictor must be a multistep solver (UniP, DPMSolver(method='multistep'), DEIS "
-                f"or IPNDM), got {self.predictor!r}"
-            )
-        _check_common(self.corrector_order, self.variant, self.prediction, MAX_ORDER)
+        if not isinstance(self.predictor, FixedGridSolver) or not self.predictor.multistep:
+            raise ValueError(f"predictor must be a fixed-grid solver that is multistep, got {self.predictor!r}")
+        if self.prediction is None:
+            object.__setattr__(self, "prediction", self.predictor.prediction)
+        check_choice("prediction (the predictor's)", self.prediction, (self.predictor.prediction,))
+        _check_common(self.corrector_order, self.variant, self.prediction)
 
     @property
-    def prediction(self) -> str:
-        return self.predictor.prediction
+    def lower_order_final(self) -> bool:
+        return self.predictor.lower_order_final
 
     @property
     def corrector_order(self) -> int:
@@ -219,8 +215,7 @@ class UniC(FixedGridSolver):
         builder.set_input(predicted, predictor.update_state[predicted - 1], predictor.update_history[predicted - 1])
         # Stage k (1 <= k < steps) then corrects x_{k-1} into x_k with the new evaluation.
         if steps > 1:
-            lower_order_final = getattr(self.predictor, "lower_order_final", False)
-            orders = multistep_orders(order, steps, lower_order_final, denoise_to_zero)[:-1]
+            orders = multistep_orders(order, steps, self.lower_order_final, denoise_to_zero)[:-1]
             scale, multiplier, hh = linear_part(schedule, times[:-2], times[1:-1], self.prediction)
             lambdas = schedule.lambda_(times[:-1])
             weights = _weights(lambdas, hh, orders, self.variant, True, order + 1)
@@ -237,11 +232,18 @@ def unipc(order: int = 3, variant: str = "bh1", prediction: str = "data", lower_
     return UniC(predictor=predictor, variant=variant)
 
 
-def _register_all():
-    for variant in VARIANTS:
-        for order in (1, 2, 3):
-            register(f"unipc-{variant}-{order}", lambda o=order, v=variant: unipc(o, v, "data"))
-            register(f"unipc-{variant}-{order}-noise", lambda o=order, v=variant: unipc(o, v, "noise"))
-
-
-_register_all()
+# The registry names of these solvers (samplax.solvers.get).
+SOLVERS = {
+    "unipc-bh1-1": unipc(1, "bh1", "data"),
+    "unipc-bh1-2": unipc(2, "bh1", "data"),
+    "unipc-bh1-3": unipc(3, "bh1", "data"),
+    "unipc-bh2-1": unipc(1, "bh2", "data"),
+    "unipc-bh2-2": unipc(2, "bh2", "data"),
+    "unipc-bh2-3": unipc(3, "bh2", "data"),
+    "unipc-bh1-1-noise": unipc(1, "bh1", "noise"),
+    "unipc-bh1-2-noise": unipc(2, "bh1", "noise"),
+    "unipc-bh1-3-noise": unipc(3, "bh1", "noise"),
+    "unipc-bh2-1-noise": unipc(1, "bh2", "noise"),
+    "unipc-bh2-2-noise": unipc(2, "bh2", "noise"),
+    "unipc-bh2-3-noise": unipc(3, "bh2", "noise"),
+}

@@ -1,4 +1,5 @@
-"""Images given to `samplax-sample --invert/--edit`: files, arrays, or held-out digits.
+"""Reading the images given to `samplax-sample --invert/--edit`: files, arrays, or
+held-out digits.
 
 An input is one of
 - an image file Pillow reads (PNG, JPEG, ...): converted to grey and, if its size differs
@@ -10,17 +11,20 @@ An input is one of
 
 Pixel convention: the model's, as the images samplax-sample writes: light strokes (+1,
 255) on a dark background (-1, 0). Scans with dark ink on white paper are flipped with
-`dark_ink=True`.
+`dark_ink=True` (`samplax.cli.images.to_pixels` is the inverse of reading).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import pathlib
 
 import numpy as np
 
-__all__ = ["Inputs", "read_inputs", "to_pixels"]
+from samplax.cli.options import parse_seeds
+
+__all__ = ["Inputs", "read_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,14 +39,8 @@ class Inputs:
     resized: tuple[str, ...]
 
 
-def to_pixels(images, dark_ink: bool = False) -> np.ndarray:
-    """[-1, 1] images to uint8 pixels (the inverse of reading), flipped for dark ink."""
-    images = np.asarray(images, np.float64)
-    pixels = np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return 255 - pixels if dark_ink else pixels
-
-
-def _read_digits(spec: str, parse_indices) -> tuple[np.ndarray, list[str], list[int]]:
+def _read_digits(spec: str) -> tuple[np.ndarray, list[str], list[int]]:
+    """digits:LABEL[:INDICES]: (images, names, labels) of held-out test digits."""
     from samplax.models.data import digits
 
     parts = spec.split(":")
@@ -53,24 +51,31 @@ def _read_digits(spec: str, parse_indices) -> tuple[np.ndarray, list[str], list[
     if label not in set(test.labels.tolist()):
         raise ValueError(f"input {spec!r}: the digits have classes 0-9, not {label}")
     images = test.images[test.labels == label]
-    indices = list(range(len(images))) if len(parts) == 2 else parse_indices(parts[2])
+    try:
+        indices = list(range(len(images))) if len(parts) == 2 else parse_seeds(parts[2])
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"input {spec!r}: {error}") from None
     if max(indices) >= len(images):
-        raise ValueError(f"input {spec!r}: there are {len(images)} test digits of class {label} (indices 0-{len(images) - 1})")
+        raise ValueError(
+            f"input {spec!r}: there are {len(images)} test digits of class {label} (indices 0-{len(images) - 1})"
+        )
     return images[indices], [f"digit{label}-{i:03d}" for i in indices], [label] * len(indices)
 
 
 def _read_array(path: pathlib.Path, shape) -> tuple[np.ndarray, list[str]]:
+    """A .npy image or stack in [-1, 1], reshaped to (N, H, W, 1), and a name per image."""
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise ValueError(f"input {str(path)!r} is not a readable .npy array: {error}") from None
     height, width = shape[:2]
+    expected = f"({height}, {width}[, 1]) or (N, {height}, {width}[, 1])"
     if array.shape in ((height, width), (height, width, 1)):
         array = array.reshape(1, height, width, 1)
     elif array.ndim in (3, 4) and array.shape[1:3] == (height, width) and array.shape[4:] in ((), (1,)):
         array = array.reshape(-1, height, width, 1)
     else:
-        raise ValueError(f"input {str(path)!r} has shape {array.shape}; expected ({height}, {width}[, 1]) or (N, {height}, {width}[, 1])")
+        raise ValueError(f"input {str(path)!r} has shape {array.shape}; expected {expected}")
     if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)) or np.abs(array).max() > 1.0:
         raise ValueError(f"input {str(path)!r} must hold finite floats in [-1, 1]")
     names = [path.stem] if len(array) == 1 else [f"{path.stem}-{k:03d}" for k in range(len(array))]
@@ -78,6 +83,7 @@ def _read_array(path: pathlib.Path, shape) -> tuple[np.ndarray, list[str]]:
 
 
 def _read_image(path: pathlib.Path, shape, dark_ink: bool) -> tuple[np.ndarray, bool]:
+    """An image file as (H, W, 1) in [-1, 1], and whether it had to be resized."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -95,14 +101,22 @@ def _read_image(path: pathlib.Path, shape, dark_ink: bool) -> tuple[np.ndarray, 
     return (pixels / 127.5 - 1.0)[..., None], resized
 
 
-def read_inputs(specs, shape: tuple[int, int, int], parse_indices, dark_ink: bool = False) -> Inputs:
-    """Read every input (see the module docs) as images of `shape` (H, W, 1).
-    `parse_indices` turns "0-5" or "1,4" into a list of indices. Raises ValueError naming
-    the input that cannot be used."""
+def read_inputs(specs, shape: tuple[int, int, int], dark_ink: bool = False) -> Inputs:
+    """Read every input (see the module docs).
+
+    Args:
+        specs: the INPUTs: image files, .npy files, digits:LABEL[:INDICES].
+        shape: (H, W, 1) of the model's images.
+        dark_ink: the image files have dark strokes on a light background.
+
+    Returns:
+        The `Inputs`; raises ValueError naming the input that cannot be used, or the
+        names that two inputs would both write.
+    """
     images, names, labels, resized = [], [], [], []
     for spec in specs:
         if spec.startswith("digits:"):
-            batch, batch_names, batch_labels = _read_digits(spec, parse_indices)
+            batch, batch_names, batch_labels = _read_digits(spec)
             images.append(batch)
             names += batch_names
             labels += batch_labels

@@ -1,0 +1,99 @@
+"""The model of a run: the loaded network, its config and schedule, and the one way every
+mode turns it into a `samplax.Denoiser` (condition and classifier-free guidance)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from samplax import schedules
+from samplax.cli.options import UsageError
+from samplax.models import pretrained
+from samplax.samplers.denoiser import Denoiser
+
+__all__ = ["Model"]
+
+
+def _unplaced(array):
+    return array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A loaded generative model.
+
+    Attributes:
+        name: the --model value (a shipped name or a checkpoint path).
+        module: the NNX network.
+        config: the model's config (schedule, prediction, time_input, null_label, ...).
+        schedule: the schedule named by the config.
+    """
+
+    name: str
+    module: Any
+    config: dict
+    schedule: schedules.Schedule
+
+    @classmethod
+    def load(cls, name: str) -> Model:
+        """Load a shipped model or a checkpoint.
+
+        Args:
+            name: a shipped model name or a checkpoint path.
+
+        Returns:
+            The model; raises `UsageError` when it is not generative (no schedule), and
+            `ValueError` (a checkpoint error) when the file cannot be loaded.
+        """
+        module, config = pretrained.load(name)
+        if "schedule" not in config:
+            raise UsageError(f"--model {name!r} is not a generative model (no schedule in its config)")
+        return cls(name, module, config, schedules.get(config["schedule"]))
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the network takes a class label (it has a null label for guidance)."""
+        return self.config.get("null_label") is not None
+
+    @property
+    def classes(self) -> int | None:
+        """The number of classes: labels 0 to classes - 1; the null label is `classes`."""
+        return self.config.get("null_label")
+
+    @property
+    def prediction(self) -> str:
+        return self.config["prediction"]
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image: every shipped model and checkpoint is a digits model."""
+        return pretrained.IMAGE_SHAPE
+
+    def denoiser(self, labels=None, guidance_scale: float = 1.0, place: Callable = _unplaced) -> Denoiser:
+        """The Denoiser for one batch.
+
+        Args:
+            labels: one class per sample (int array), or None to call the network without
+                a label.
+            guidance_scale: classifier-free guidance weight; with labels and a weight other
+                than 1, the null label is the unconditional branch.
+            place: applied to each label array (e.g. `shard_batch` to shard it like the noise).
+
+        Returns:
+            A `samplax.Denoiser` of the network.
+        """
+        options = {}
+        if labels is not None:
+            options["condition"] = {"label": place(jnp.asarray(labels, jnp.int32))}
+            if guidance_scale != 1.0:
+                null = jnp.full(np.shape(labels), self.classes, jnp.int32)
+                options.update(unconditional={"label": place(null)}, guidance_scale=guidance_scale)
+        return pretrained.as_denoiser(self.module, self.schedule, self.prediction, self.config["time_input"], **options)
+
+    def record(self) -> dict:
+        """What run.json says about the model: how it was trained and what it predicts."""
+        return {k: self.config.get(k) for k in ("command", "seed", "schedule", "prediction", "time_input")}

@@ -1,0 +1,171 @@
+"""The options of `samplax-sample`: the parser, the types of its values, and the one error
+every later check raises. Parsing only reads the command line; defaults that depend on
+the mode or the model are resolved by `samplax.cli.config`."""
+
+from __future__ import annotations
+
+import argparse
+
+from samplax.models import pretrained
+
+__all__ = ["DEFAULTS", "UNCONDITIONAL", "USAGE", "UsageError", "parse_seeds", "parser"]
+
+USAGE = """\
+`samplax-sample`: write images from a shipped or saved model, invert images to noise,
+or edit them.
+
+    samplax-sample                                    # 64 digits into ./samples
+    samplax-sample --model digits-flow --solver heun --steps 8 --outdir flow
+    samplax-sample --label 3 --seeds 0-15 --guidance-scale 3 --outdir threes
+    samplax-sample --model outputs/my-model.msgpack --seeds 0,5,10-20 --outdir mine
+    samplax-sample --edit digits:3:0-5 --label 8 --outdir three-to-eight
+    samplax-sample --model digits-flow --invert threes/000003.png --label 3 --reversible --outdir inverted
+
+Sampling: each sample's noise comes from its own seed (`fold_in(PRNGKey(0), seed)`), so
+sample `i` is the same whatever the batch size, device count or process count. The batch
+is sharded over all local devices; with --distributed, JAX's multi-process runtime is
+initialised and each process samples its share of the seeds (seeds[rank::processes]).
+Writes OUTDIR/{seed:06d}.png, OUTDIR/grid.png (upscaled for viewing) and OUTDIR/run.json.
+
+Inversion (--invert INPUT...) runs the probability-flow ODE from each image to noise and
+back: OUTDIR/noise.npz, OUTDIR/{name}.png (the round trip), grid.png and run.json (with
+the round-trip errors). Editing (--edit INPUT... --label TARGET) inverts each image under
+its source class and regenerates it under the target class, sharing attention values
+(RF-Edit, `samplax.edit`): OUTDIR/{name}.png, grid.png (sources beside results), run.json.
+An INPUT is an image file, a .npy array in [-1, 1], or digits:LABEL[:INDICES] (held-out
+scikit-learn digits of one class).
+"""
+
+DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64}
+UNCONDITIONAL = "none"  # the --label value that asks for no class
+
+
+class UsageError(ValueError):
+    """A bad argument found after parsing; reported as one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (and exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds such as "0-63", "7" or "0,4,10-19" (ranges inclusive), in the given order.
+
+    Args:
+        text: the comma-separated seeds and inclusive ranges.
+
+    Returns:
+        The seeds in order; raises `argparse.ArgumentTypeError` on a malformed, negative,
+        too large or repeated seed.
+    """
+    seeds = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part[1:]:
+                low, high = part.split("-", 1) if not part.startswith("-") else (part, "")
+                low, high = int(low), int(high)
+                if high < low:
+                    raise ValueError
+                seeds.extend(range(low, high + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid seeds {text!r}: use a list like 0-63 or 0,4,10-19") from None
+    if min(seeds) < 0 or max(seeds) >= 2**31:
+        raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2^31), got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must not repeat, got {text!r}")
+    return seeds
+
+
+def _integer_at_least(text: str, low: int, wanted: str) -> int:
+    """`text` as an integer >= `low`, else an argparse error that says `wanted`."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    return _integer_at_least(text, 1, "a positive integer")
+
+
+def _non_negative(text: str) -> int:
+    return _integer_at_least(text, 0, "an integer >= 0")
+
+
+def _label(text: str):
+    if text == UNCONDITIONAL:
+        return UNCONDITIONAL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a class index or 'none', got {text!r}") from None
+
+
+def _add_mode_options(p: argparse.ArgumentParser) -> None:
+    """The two modes besides sampling, and the options that belong to them."""
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--invert", nargs="+", metavar="INPUT",
+                      help="invert these images to noise and sample them back "
+                      "(image files, .npy arrays, digits:LABEL[:INDICES])")
+    mode.add_argument("--edit", nargs="+", metavar="INPUT",
+                      help="edit these images from --source-label to --label "
+                      "(RF-Edit; needs a class-conditional flow model)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of samplax-sample (every option is described in docs/cli.md).
+
+    Returns:
+        A parser whose errors are one line with exit status 2; it fills in no default
+        that depends on the mode or the model (those are None until resolved).
+    """
+    p = _Parser(prog="samplax-sample", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_mode_options(p)
+    p.add_argument("--model", help=f"{', '.join(pretrained.GENERATIVE)}, or a checkpoint path (.msgpack) "
+                   f"(default: {pretrained.DEFAULT_EDITING} with --edit, else {pretrained.DEFAULT_GENERATIVE})")
+    p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() "
+                   "(default: dpm++2m for diffusion; for flows euler, or rf-solver-2 with --invert/--edit)")
+    p.add_argument("--steps", type=_positive, default=DEFAULTS["steps"], help="grid intervals (default: %(default)s)")
+    p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras, shifted "
+                   "(default: logsnr for diffusion, uniform for flow)")
+    p.add_argument("--t-end", type=float, default=None, help="final time (default: the schedule's t_min)")
+    p.add_argument("--guidance-scale", type=float, default=None,
+                   help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
+                   "for sampling, 1 with --invert/--edit)")
+    p.add_argument("--label", type=_label, default=None,
+                   help="sampling: class of every sample, or 'none' (default: seed mod 10); --edit: the target class; "
+                   "--invert: the class to invert under (default: the input's digits:LABEL, else none)")
+    p.add_argument("--source-label", type=_label, default=None,
+                   help="--edit: the class of the inputs (default: LABEL of digits:LABEL inputs)")
+    p.add_argument("--inject", type=_non_negative, default=None,
+                   help="--edit: steps whose attention values are shared, 0 to --steps (default: --steps)")
+    p.add_argument("--reversible", action="store_true",
+                   help="--invert: use reversible Heun, whose round trip is exact to rounding "
+                   "(noise.npz then also holds its companion state)")
+    p.add_argument("--dark-ink", action="store_true",
+                   help="--invert/--edit: input images have dark strokes on a light background (scans); "
+                   "outputs are written the same way")
+    p.add_argument("--seeds", type=parse_seeds, default=None,
+                   help=f"sampling: seeds such as 0-63 or 0,4,10-19 (default: {DEFAULTS['seeds']})")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help=f"images per batch, a multiple of the local device count (default: {DEFAULTS['batch_size']})")
+    p.add_argument("--outdir", default="samples",
+                   help="output folder; must not exist unless --force (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
+    p.add_argument("--distributed", action="store_true",
+                   help="sampling: initialise jax.distributed; each process samples seeds[rank::processes]")
+    p.add_argument("--coordinator-address", help="with --distributed: host:port of process 0 (default: auto-detect)")
+    p.add_argument("--num-processes", type=_positive,
+                   help="with --distributed: number of processes (default: auto-detect)")
+    p.add_argument("--process-id", type=int, help="with --distributed: this process's rank (default: auto-detect)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return p

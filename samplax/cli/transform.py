@@ -1,0 +1,108 @@
+"""What --invert and --edit share: reading the inputs, one class per input, running a step
+over the inputs in batches, and writing one PNG per input and the pairs mosaic."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+from collections.abc import Callable
+
+import jax
+import numpy as np
+
+from samplax.cli.batches import in_batches, progress
+from samplax.cli.config import RunConfig
+from samplax.cli.images import pairs_mosaic, to_pixels, write_png
+from samplax.cli.inputs import Inputs, read_inputs
+from samplax.cli.model import Model
+from samplax.cli.options import UNCONDITIONAL, UsageError
+
+__all__ = ["input_labels", "over_inputs", "read", "write_results"]
+
+
+def read(config: RunConfig, model: Model) -> Inputs:
+    """The run's INPUTs as images of the model's shape; a bad input is a `UsageError`."""
+    try:
+        return read_inputs(config.inputs, model.image_shape, dark_ink=config.dark_ink)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def input_labels(option: str, given, inputs: Inputs, model: Model) -> np.ndarray | None:
+    """One class per input.
+
+    Args:
+        option: the option that gives the class ("--label" or "--source-label"), for errors.
+        given: its value: a class, "none", or None when not given.
+        inputs: the inputs (digits:LABEL inputs carry their class).
+        model: the model (its null label means "no class").
+
+    Returns:
+        None for an unconditional model; else int32 labels: the option's value, else the
+        class of digits:LABEL inputs, else the null label. With --source-label not given,
+        every input must carry its class.
+    """
+    null = model.classes
+    if given == UNCONDITIONAL or null is None:
+        return None if null is None else np.full(len(inputs.names), null, np.int32)
+    if given is not None:
+        return np.full(len(inputs.names), given, np.int32)
+    if option == "--source-label" and any(label is None for label in inputs.labels):
+        raise UsageError(
+            "--edit needs --source-label, the class of the input images (only digits:LABEL inputs carry one)"
+        )
+    return np.asarray([null if label is None else label for label in inputs.labels], np.int32)
+
+
+def over_inputs(config: RunConfig, inputs: Inputs, step: Callable):
+    """Run `step` over the inputs in batches of one compiled shape.
+
+    Args:
+        config: the run configuration (batch size, progress bar, mode).
+        inputs: the inputs.
+        step: `step(indices) -> (nfe, {name: array})` for one padded batch of input indices.
+
+    Returns:
+        (the NFE of the last batch, {name: the arrays of every input, in order}, wall time
+        in seconds). A NaN or inf is a `RuntimeError` and nothing is written.
+    """
+    started = time.perf_counter()
+    size = min(config.batch_size, len(inputs.names))
+    nfe, outputs = None, {}
+    for index, real in progress(list(in_batches(len(inputs.names), size)), config.no_progress, config.mode):
+        try:
+            nfe, arrays = step(index)
+        except FloatingPointError as error:
+            raise RuntimeError(f"{error}; nothing was written") from None
+        for name, array in arrays.items():
+            outputs.setdefault(name, []).append(np.asarray(jax.device_get(array))[:real])
+    wall = time.perf_counter() - started
+    return nfe, {name: np.concatenate(arrays) for name, arrays in outputs.items()}, wall
+
+
+def write_results(config: RunConfig, model: Model, inputs: Inputs, results: np.ndarray, wall: float) -> dict:
+    """Write OUTDIR/{name}.png per input and OUTDIR/grid.png (each input beside its result).
+
+    Args:
+        config: the run configuration (output folder, dark ink, t_end).
+        model: the model, for the record.
+        inputs: the inputs, in the order of `results`.
+        results: (N, H, W, 1) in [-1, 1], one per input.
+        wall: seconds spent computing the results.
+
+    Returns:
+        The part of run.json that both modes write.
+    """
+    outdir = pathlib.Path(config.outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    pixels = to_pixels(results, config.dark_ink)
+    for name, tile in zip(inputs.names, pixels, strict=True):
+        write_png(outdir / f"{name}.png", tile)
+    write_png(outdir / "grid.png", pairs_mosaic(to_pixels(inputs.images, config.dark_ink), pixels))
+    return {
+        "inputs": list(inputs.names),
+        "resized_inputs": list(inputs.resized),
+        "wall_time_s": round(wall, 3),
+        "model_config": model.record(),
+        "t_end": config.t_end,
+    }

@@ -1,0 +1,114 @@
+"""The one input path of every workflow (sample, invert, reversible_*, edit, tune_grid):
+turn (solver or name, steps, grid, t_start, t_end) into a checked solver and time grid,
+and check the model and the arrays, so that one mistake gives one message everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.samplers.denoiser import Denoiser
+from samplax.schedules import Schedule
+from samplax.solvers.base import Solver
+from samplax.solvers.grids import GRIDS, check_grid, time_grid
+from samplax.solvers.registry import get as get_solver
+
+__all__ = ["Grid", "as_solver", "check_batch", "check_model", "check_steps", "end_points", "resolve_grid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """A checked time grid, from noise to data: either a kind to compute inside a compiled
+    call (`kind` with `t_start` and `t_end`, `times` None) or explicit decreasing
+    `times` (`kind` None). `steps` is the number of intervals either way."""
+
+    steps: int
+    kind: str | None = None
+    t_start: jax.Array | None = None
+    t_end: jax.Array | None = None
+    times: jax.Array | None = None
+
+    def concrete(self, schedule: Schedule) -> jax.Array:
+        """The grid's times, computing them from the kind where needed."""
+        if self.times is not None:
+            return self.times
+        return time_grid(schedule, self.steps, self.kind, self.t_start, self.t_end)
+
+
+def as_solver(solver, workflow: str):
+    """The solver object for a solver or a registry name."""
+    if isinstance(solver, str):
+        return get_solver(solver)
+    if not isinstance(solver, Solver):
+        raise TypeError(
+            f"{workflow}(): solver must be a samplax solver or a registry name (samplax.solvers.names()), "
+            f"got {type(solver).__name__}"
+        )
+    return solver
+
+
+def check_model(model, workflow: str) -> None:
+    if not isinstance(model, Denoiser):
+        raise TypeError(f"{workflow}(): model must be a samplax Denoiser, got {type(model).__name__}")
+
+
+def check_batch(x, name: str, finite: bool = True) -> None:
+    """A floating-point array with a leading batch axis (and, unless traced, finite)."""
+    if jnp.ndim(x) < 2:
+        raise ValueError(f"{name} must have a leading batch axis, got shape {jnp.shape(x)}")
+    if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {jnp.result_type(x)}")
+    if finite and not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+        raise ValueError(f"{name} contains NaN or inf values")
+
+
+def end_points(schedule: Schedule, t_start, t_end):
+    """(t_start, t_end) as float arrays, defaulting to the schedule's range and checked to
+    lie inside it, with t_start on the noise side of t_end."""
+    t_start = schedule.t_max if t_start is None else t_start
+    t_end = schedule.t_min if t_end is None else t_end
+    schedule.check_times(t_start, t_end)
+    if not isinstance(t_start, jax.core.Tracer) and not isinstance(t_end, jax.core.Tracer):
+        if not float(t_start) > float(t_end):
+            raise ValueError(
+                f"t_start={float(t_start)} must be greater than t_end={float(t_end)}: time runs from noise "
+                "(t_start) to data (t_end); invert() runs it backwards itself"
+            )
+    dtype = jnp.result_type(float)
+    return jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
+
+
+def check_steps(steps, solver) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"steps must be an integer, got {steps!r}")
+    if steps < solver.min_steps():
+        raise ValueError(f"{type(solver).__name__} needs at least {solver.min_steps()} steps, got {steps}")
+    return int(steps)
+
+
+def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=None) -> Grid:
+    """The checked grid of a fixed-grid workflow. `grid` is a kind (None: the schedule's
+    default) with `steps`, or an explicit array of times from noise to data."""
+    if grid is None:
+        grid = schedule.default_grid
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; choose one of {GRIDS} or pass an array of times")
+        if steps is None:
+            raise ValueError("steps is required when grid is a name; pass steps=... or an array grid")
+        t_start, t_end = end_points(schedule, t_start, t_end)
+        return Grid(steps=check_steps(steps, solver), kind=grid, t_start=t_start, t_end=t_end)
+    if t_start is not None or t_end is not None:
+        raise ValueError("t_start and t_end are the ends of an explicit grid; give them only with a grid kind")
+    check_grid(schedule, grid)
+    times = jnp.asarray(grid, jnp.result_type(float))
+    if steps is not None and steps != times.shape[0] - 1:
+        raise ValueError(f"steps={steps} disagrees with a grid of {times.shape[0]} times")
+    if not isinstance(grid, jax.core.Tracer) and not bool(np.asarray(grid)[0] > np.asarray(grid)[-1]):
+        raise ValueError("give the grid from noise to data (decreasing times); inversion reverses it itself")
+    check_steps(times.shape[0] - 1, solver)
+    return Grid(steps=times.shape[0] - 1, times=times)

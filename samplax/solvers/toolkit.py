@@ -1,0 +1,130 @@
+"""What fixed-grid solvers share: stage times, the final denoising stage, multistep
+warm-up orders, argument checks, and the one Butcher-tableau type of every Runge-Kutta
+family (the flow solvers on dx/dt and rhoRK-DEIS on dv/drho).
+
+A new solver is a frozen dataclass of hyperparameters that subclasses
+`samplax.solvers.base.FixedGridSolver` and builds its `Plan` from these pieces; its
+registry names go into the table of `samplax.solvers.registry`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from samplax.schedules import Schedule
+from samplax.solvers.engine import Plan, PlanBuilder
+
+__all__ = [
+    "TABLEAUX",
+    "Tableau",
+    "append_denoising_stage",
+    "check_choice",
+    "multistep_orders",
+    "one_step_plan",
+    "stage_times",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Tableau:
+    """The Butcher tableau of an explicit Runge-Kutta method: stage k evaluates at
+    time t + c[k] h and state y + h sum_l a[k][l] f_l (a strictly lower triangular), and
+    the step is y + h sum_k b[k] f_k. `order` is the method's order of accuracy."""
+
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    order: int
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+TABLEAUX = {
+    "euler": Tableau(a=((0.0,),), b=(1.0,), c=(0.0,), order=1),
+    "heun": Tableau(a=((0.0, 0.0), (1.0, 0.0)), b=(0.5, 0.5), c=(0.0, 1.0), order=2),
+    "midpoint": Tableau(a=((0.0, 0.0), (0.5, 0.0)), b=(0.0, 1.0), c=(0.0, 0.5), order=2),
+    "kutta3": Tableau(
+        a=((0.0, 0.0, 0.0), (0.5, 0.0, 0.0), (-1.0, 2.0, 0.0)),
+        b=(1 / 6, 2 / 3, 1 / 6),
+        c=(0.0, 0.5, 1.0),
+        order=3,
+    ),
+    "rk4": Tableau(
+        a=((0.0, 0.0, 0.0, 0.0), (0.5, 0.0, 0.0, 0.0), (0.0, 0.5, 0.0, 0.0), (0.0, 0.0, 1.0, 0.0)),
+        b=(1 / 6, 2 / 6, 2 / 6, 1 / 6),
+        c=(0.0, 0.5, 0.5, 1.0),
+        order=4,
+    ),
+}
+
+
+def check_choice(name: str, value, accepted) -> None:
+    """Raise a ValueError naming the argument, its value and the accepted values."""
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {tuple(accepted)}, got {value!r}")
+
+
+def stage_times(evaluation_times: jax.Array, times: jax.Array, denoise_to_zero: bool) -> jax.Array:
+    """The times of every stage of a plan: the solver's own evaluation times, followed by
+    times[-1] when the solve ends with a denoising stage there."""
+    return jnp.concatenate([evaluation_times, times[-1:]]) if denoise_to_zero else evaluation_times
+
+
+def append_denoising_stage(builder: PlanBuilder, schedule: Schedule, time, prediction: str) -> None:
+    """Make the last stage return the data prediction at `time` (the step to sigma = 0),
+    written in terms of the prediction the solver integrates: the data prediction itself;
+    x0 = (x - sigma eps) / alpha from the noise; and from the velocity, with
+    x = alpha x0 + sigma eps and v = alpha' x0 + sigma' eps,
+    x0 = (sigma' x - sigma v) / (alpha sigma' - sigma alpha')."""
+    last = np.array([builder.times.shape[0] - 1])
+    alpha, sigma = schedule.alpha(time), schedule.sigma(time)
+    if prediction == "data":
+        builder.set_update(last, 0.0, jnp.ones((1, 1)))
+    elif prediction == "noise":
+        builder.set_update(last, 1.0 / alpha, jnp.reshape(-sigma / alpha, (1, 1)))
+    elif prediction == "velocity":
+        d_alpha, d_sigma = schedule.alpha_sigma_derivatives(time)
+        determinant = alpha * d_sigma - sigma * d_alpha
+        builder.set_update(last, d_sigma / determinant, jnp.reshape(-sigma / determinant, (1, 1)))
+    else:
+        raise ValueError(f"a denoising stage needs a 'data', 'noise' or 'velocity' prediction, got {prediction!r}")
+
+
+def multistep_orders(order: int, steps: int, lower_order_final: bool, denoise_to_zero: bool) -> np.ndarray:
+    """Per-step orders of a multistep method: warm up from order 1, and with
+    lower_order_final never use more past points than steps remain (a final denoising
+    step counts as one more first-order step)."""
+    index = np.arange(steps)
+    orders = np.minimum(order, index + 1)
+    if lower_order_final:
+        orders = np.minimum(orders, steps - index + int(denoise_to_zero))
+    return orders
+
+
+def one_step_plan(schedule: Schedule, times: jax.Array, denoise_to_zero: bool, prediction: str, method: dict) -> Plan:
+    """The plan of a one-step (Runge-Kutta-like) method with len(b) stages per step, stage
+    j of step i being stage i * len(b) + j, and a final denoising stage where asked.
+
+    `method` holds "node_times" (every stage's time, step by step) and the coefficients:
+    stage j evaluates at input_states[j] x + input_scales[j] sum_l a[j][l] f_l, and the
+    step ends at update_state x + update_scale sum_l b[l] f_l. Every coefficient is a
+    constant or an array over steps; f_l are the stage evaluations of the step."""
+    a, b = method["a"], method["b"]
+    stages, steps = len(b), times.shape[0] - 1
+    builder = PlanBuilder(stage_times(method["node_times"], times, denoise_to_zero), history_size=stages)
+    first = np.arange(steps) * stages
+    for j in range(1, stages):
+        # At stage j the history holds f_{j-1}, ..., f_0 (newest first).
+        history = jnp.stack([method["input_scales"][j] * a[j][j - 1 - m] for m in range(j)], axis=1)
+        builder.set_input(first + j, method["input_states"][j], history)
+    history = jnp.stack([method["update_scale"] * b[stages - 1 - m] for m in range(stages)], axis=1)
+    builder.set_update(first + stages - 1, method["update_state"], history)
+    if denoise_to_zero:
+        append_denoising_stage(builder, schedule, times[-1], prediction)
+    return builder.build()
