@@ -16,18 +16,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import platform
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import samplax
-from samplax import metrics
-from samplax.cli import default_solver
-from samplax.models import data, pretrained
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from problems import markdown_table, write_json  # noqa: E402
+
+import samplax  # noqa: E402
+from samplax import metrics  # noqa: E402
+from samplax.cli import default_solver  # noqa: E402
+from samplax.models import data, pretrained  # noqa: E402
 
 # solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
 SOLVERS = {
@@ -36,15 +42,6 @@ SOLVERS = {
     "digits-flow-attention": {"euler": (5, 10, 20, 100), "heun": (10, 20), "rf-solver-2": (10, 20)},
 }
 ROOT = pathlib.Path(__file__).resolve().parent
-
-
-def _steps_for(solver, nfe: int) -> int | None:
-    """The most steps whose evaluation count does not exceed nfe (None if none fits)."""
-    best = None
-    for steps in range(solver.min_steps(), nfe + 1):
-        if solver.evaluations(steps, False) <= nfe:
-            best = steps
-    return best
 
 
 def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
@@ -69,14 +66,16 @@ def main() -> None:
         for solver_name, nfes in SOLVERS[model_name].items():
             solver = samplax.solvers.get(solver_name)
             for target in nfes:
-                steps = _steps_for(solver, target)
-                if steps is None:
+                steps = solver.steps_for(target)
+                if steps is None:  # no number of steps spends exactly `target` evaluations
                     continue
                 started = time.perf_counter()
                 try:
                     images, labels, nfe = _draw(model_name, solver_name, steps, args.samples, args.guidance)
                 except (FloatingPointError, ValueError) as error:
-                    rows.append({"model": model_name, "solver": solver_name, "steps": steps, "nfe": target, "error": str(error)})
+                    rows.append(
+                        {"model": model_name, "solver": solver_name, "steps": steps, "nfe": target, "error": str(error)}
+                    )
                     continue
                 row = {
                     "model": model_name,
@@ -109,33 +108,41 @@ def main() -> None:
         "rows": rows,
         "throughput": throughput,
         "frechet_train_digits_vs_test": reference,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "devices": [str(d) for d in jax.devices()],
-                    "note": "2 CPU cores shared with other jobs; timings are noisy"},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "devices": [str(d) for d in jax.devices()],
+            "note": "2 CPU cores shared with other jobs; timings are noisy",
+        },
         "versions": {"jax": jax.__version__, "samplax": samplax.__version__},
     }
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result, indent=2)
     print(markdown(result))
 
 
 def markdown(result: dict) -> str:
-    lines = [
-        f"Label accuracy (%) / Frechet distance to held-out digits, {result['samples']} samples, "
-        f"guidance {result['guidance']}, labels cycling 0-9 (train digits vs test: FD {result['frechet_train_digits_vs_test']:.2f}).",
-        "",
-        "| model | solver | NFE | steps | accuracy % | Frechet distance |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
+    rows = []
     for row in result["rows"]:
         if "error" in row:
-            lines.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {row['steps']} | failed | {row['error'][:40]} |")
+            cells = ["failed", row["error"][:40]]
         else:
-            lines.append(f"| {row['model']} | {row['solver']} | {row['nfe']} | {row['steps']} | {100 * row['accuracy']:.1f} | {row['frechet']:.2f} |")
-    lines += ["", "| model | batch | solver, NFE | images/s (CPU) |", "|---|---:|---|---:|"]
-    for name, t in result["throughput"].items():
-        lines.append(f"| {name} | {t['batch']} | {t['solver']}, {t['nfe']} (x2 passes with guidance) | {t['images_per_s']} |")
-    return "\n".join(lines)
+            cells = [f"{100 * row['accuracy']:.1f}", f"{row['frechet']:.2f}"]
+        rows.append([row["model"], row["solver"], f"{row['nfe']}", f"{row['steps']}"] + cells)
+    throughput = [
+        [name, f"{t['batch']}", f"{t['solver']}, {t['nfe']} (x2 passes with guidance)", f"{t['images_per_s']}"]
+        for name, t in result["throughput"].items()
+    ]
+    return "\n".join([
+        f"Label accuracy (%) / Frechet distance to held-out digits, {result['samples']} samples, "
+        f"guidance {result['guidance']}, labels cycling 0-9 (train digits vs test: FD "
+        f"{result['frechet_train_digits_vs_test']:.2f}).",
+        "",
+        *markdown_table(["model", "solver", "NFE", "steps", "accuracy %", "Frechet distance"], rows,
+                        align=["---", "---", "---:", "---:", "---:", "---:"]),
+        "",
+        *markdown_table(["model", "batch", "solver, NFE", "images/s (CPU)"], throughput,
+                        align=["---", "---:", "---", "---:"]),
+    ])
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ side with peer implementations (sampler overhead and compile time: overhead.py).
 
     python benchmarks/dpm_benchmark.py                       # samplax only
     python benchmarks/dpm_benchmark.py --peers               # + diffusers, k-diffusion, DPM-Solver
+    python benchmarks/dpm_benchmark.py --keep-peers          # samplax again, the stored peers kept
 
 The peers run in a separate Python environment (see benchmarks/peers/README.md), given by
 --peer-python; the official DPM-Solver file is given by --dpm-solver-path. Results go to
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import platform
@@ -32,8 +32,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from problems import (  # noqa: E402
+    NFES,
+    diffusion_problem,
+    markdown_table,
+    registered_solvers,
+    rms_error,
+    write_json,
+    write_text,
+)
+
 import samplax as sx  # noqa: E402
-from problems import NFES, diffusion_problem, rms_error  # noqa: E402
 
 T_END = 1e-3  # the schedule's smallest time, sigma ~ 0.01, followed by the denoising step
 GRID_KINDS = ("logsnr", "karras", "uniform", "quadratic")
@@ -59,46 +68,36 @@ OFFICIAL_AGREEMENT_CONFIGS = {
 
 def diffusion_solvers(names=None):
     """Every registered fixed-grid solver that integrates a data or noise prediction (or
-    those of `names`), with both lower_order_final settings where the solver has that
-    option."""
+    those of `names`), and, for multistep solvers that lower their order over the last
+    steps, the same solver without it."""
+    solvers = registered_solvers(lambda solver: not solver.adaptive and solver.prediction in ("data", "noise"))
+    unknown = sorted(set(names or ()) - set(solvers))
+    if unknown:
+        raise SystemExit(f"--solvers: {unknown} are not fixed-grid diffusion solvers; choose from {sorted(solvers)}")
     configurations = {}
-    for name in names or sx.solvers.names():
-        solver = sx.solvers.get(name)
-        if solver.adaptive or solver.prediction not in ("data", "noise"):
+    for name, solver in solvers.items():
+        if names and name not in names:
             continue
         configurations[name] = solver
-        if getattr(solver, "lower_order_final", False) and getattr(solver, "method", "multistep") == "multistep":
-            configurations[name + " (no lower-order final)"] = _replace(solver, lower_order_final=False)
+        if solver.multistep and solver.lower_order_final and _has_field(solver, "lower_order_final"):
+            configurations[name + " (no lower-order final)"] = dataclasses.replace(solver, lower_order_final=False)
     return configurations
 
 
-def _replace(solver, **changes):
-    return dataclasses.replace(solver, **changes)
-
-
-def steps_for(solver, nfe, denoise):
-    """The number of steps at which `solver` uses exactly `nfe` evaluations, or None (a
-    Runge-Kutta solver with several evaluations per step reaches only some NFEs)."""
-    for steps in range(solver.min_steps(), nfe + 1):
-        if solver.evaluations(steps, denoise) == nfe:
-            return steps
-    return None
-
-
-@functools.partial(jax.jit, static_argnames=("prediction",))
-def _run(model, prediction, plan, x):
-    return sx.solvers.run_plan(plan, model.predict(prediction), x)[0]
+def _has_field(solver, name) -> bool:
+    """Whether `name` is a hyperparameter of the solver that dataclasses.replace can set
+    (UniPC's lower_order_final is its predictor's, so its variants are not built here)."""
+    return name in {field.name for field in dataclasses.fields(solver)}
 
 
 def solve(model, solver, noise, steps, kind, denoise):
-    """What `sx.sample` computes, with the plan's coefficients computed eagerly: the jitted
-    part is then shared by every solver with the same number of stages and history size,
-    which saves hundreds of compilations in this sweep."""
-    schedule = model.schedule
-    times = sx.solvers.time_grid(schedule, steps, kind, t_end=T_END)
-    plan = solver.plan(schedule, times, denoise)
-    assert plan.num_evaluations == solver.evaluations(steps, denoise)
-    return _run(model, solver.prediction, plan, schedule.sigma(times[0]) * noise)
+    """`sx.sample` with share_compilation: the grid and the plan's coefficients are computed
+    eagerly, so the compiled part is shared by every solver with the same number of stages
+    and history size, which saves hundreds of compilations in this sweep."""
+    x, info = sx.sample(model, solver, noise, steps=steps, grid=kind, t_end=T_END, denoise_to_zero=denoise,
+                        share_compilation=True)
+    assert int(info.nfe) == solver.evaluations(steps, denoise)
+    return x
 
 
 def samplax_errors(model, noise, reference, reference_at_end, partial_path, names=None):
@@ -118,12 +117,12 @@ def samplax_errors(model, noise, reference, reference_at_end, partial_path, name
                 label = kind + ("+denoise" if denoise else "")
                 by_grid[label] = {}
                 for nfe in NFES:
-                    steps = steps_for(solver, nfe, denoise)
+                    steps = solver.steps_for(nfe, denoise)
                     if steps is not None:
                         x = solve(model, solver, noise, steps, kind, denoise)
                         by_grid[label][str(nfe)] = rms_error(x, reference if denoise else reference_at_end)
         results[name] = by_grid
-        _write(partial_path, json.dumps(results))
+        write_json(partial_path, results, indent=None)
         best = [min(by_nfe.get(str(n), np.inf) for by_nfe in by_grid.values()) for n in NFES]
         print(f"  {name:40s}", " ".join(f"{value:.2e}" for value in best), flush=True)
     return results
@@ -132,9 +131,10 @@ def samplax_errors(model, noise, reference, reference_at_end, partial_path, name
 def adaptive_errors(model, noise, reference):
     """Error and mean NFE of the adaptive solvers at a few tolerances."""
     results = {}
-    for name in ("dpm++12", "dpm++23", "dpm-solver-12", "dpm-solver-23"):
+    adaptive = registered_solvers(lambda s: s.adaptive and s.prediction in ("data", "noise"), distinct=True)
+    for name, registered in adaptive.items():
         for tolerance in (0.05, 0.01, 0.003):
-            solver = _replace(sx.solvers.get(name), atol=tolerance, rtol=tolerance)
+            solver = dataclasses.replace(registered, atol=tolerance, rtol=tolerance)
             x, info = sx.sample(model, solver, noise, t_end=T_END, denoise_to_zero=True)
             results[f"{name} tol={tolerance:g}"] = {
                 "nfe": float(jnp.mean(info.nfe)),
@@ -247,6 +247,12 @@ def samplax_end(label):
     return "sigma = 0" if label.endswith("+denoise") else "t_min"
 
 
+def _nfe_table(first, rows) -> list[str]:
+    """A table with one column per NFE: rows are (label, {nfe: cell})."""
+    header = [first] + [f"NFE {n}" for n in NFES]
+    return markdown_table(header, [[label] + [cells.get(str(n), "-") for n in NFES] for label, cells in rows])
+
+
 def markdown(report):
     lines = []
     peers = report.get("peers", {})
@@ -270,54 +276,56 @@ def markdown(report):
         title = "denoised to sigma = 0" if end == "sigma = 0" else f"stopping at t_min = {T_END} (sigma ~ 0.01)"
         lines.append(f"Runs {title}: lowest error over each library's configurations.")
         lines.append("")
-        lines.append("| configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-        lines.append("|---|" + "---|" * len(NFES))
-        for label, best in rows.items():
-            cells = [f"{best[str(n)][0]:.2e}" if str(n) in best else "-" for n in NFES]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += _nfe_table("configuration", [
+            (label, {n: f"{error:.2e}" for n, (error, _) in best.items()}) for label, best in rows.items()
+        ])
         lines.append("")
         for label, best in rows.items():
             lines.append(f"- {label}: " + "; ".join(f"{n}: {best[str(n)][1]}" for n in NFES if str(n) in best))
         lines.append("")
-    lines.append("| samplax solver (best grid) | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-    lines.append("|---|" + "---|" * len(NFES))
+    rows = []
     for name, by_grid in report["samplax"].items():
-        cells = []
+        cells = {}
         for n in NFES:
             candidates = [(by_grid[k][str(n)], k) for k in by_grid if str(n) in by_grid[k]]
-            cells.append(f"{min(candidates)[0]:.2e} ({min(candidates)[1]})" if candidates else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            if candidates:
+                cells[str(n)] = f"{min(candidates)[0]:.2e} ({min(candidates)[1]})"
+        rows.append((name, cells))
+    lines += _nfe_table("samplax solver (best grid)", rows)
     if peers:
         lines.append("")
-        lines.append("| peer configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-        lines.append("|---|" + "---|" * len(NFES))
-        for config, by_nfe in sorted(peers.items()):
-            if "adaptive" in config:
-                continue
-            cells = " | ".join(f"{by_nfe[str(n)]:.2e}" if str(n) in by_nfe else "-" for n in NFES)
-            lines.append(f"| {config} ({peer_ends.get(config, '?')}) | {cells} |")
+        lines += _nfe_table("peer configuration", [
+            (f"{config} ({peer_ends.get(config, '?')})", {n: f"{error:.2e}" for n, error in by_nfe.items()})
+            for config, by_nfe in sorted(peers.items())
+            if "adaptive" not in config
+        ])
     if report.get("agreement"):
         lines.append("")
-        lines.append("Agreement with peers running the same algorithm on the same grid (relative RMS difference, float32):")
+        lines.append(
+            "Agreement with peers running the same algorithm on the same grid (relative RMS difference, float32):"
+        )
         lines.append("")
-        lines.append("| peer configuration | " + " | ".join(f"NFE {n}" for n in NFES) + " |")
-        lines.append("|---|" + "---|" * len(NFES))
-        for config, by_nfe in report["agreement"].items():
-            lines.append(f"| {config} | " + " | ".join(f"{by_nfe[str(n)]:.1e}" if str(n) in by_nfe else "-" for n in NFES) + " |")
+        lines += _nfe_table("peer configuration", [
+            (config, {n: f"{difference:.1e}" for n, difference in by_nfe.items()})
+            for config, by_nfe in report["agreement"].items()
+        ])
     if report.get("adaptive"):
         lines.append("")
-        lines.append("| adaptive solver | mean NFE | error |")
-        lines.append("|---|---|---|")
-        for name, entry in report["adaptive"].items():
-            lines.append(f"| {name} | {entry['nfe']:.1f} | {entry['error']:.2e} |")
+        lines += markdown_table(["adaptive solver", "mean NFE", "error"], [
+            [name, f"{entry['nfe']:.1f}", f"{entry['error']:.2e}"] for name, entry in report["adaptive"].items()
+        ])
     return "\n".join(lines) + "\n"
 
 
-def _write(path, text):
-    """Write a file atomically: a temporary name in the same folder, then a rename."""
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(path), delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+def _stored_peers(path, samples) -> dict:
+    """The peers' part of an existing results file (and the command that made it)."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"--keep-peers needs an existing results file; {path} does not exist")
+    with open(path) as file:
+        stored = json.load(file)
+    if stored["problem"]["samples"] != samples:
+        raise SystemExit(f"--keep-peers: {path} has {stored['problem']['samples']} samples, not {samples}")
+    return {key: stored[key] for key in ("command", "peers", "peer_ends", "agreement") if key in stored}
 
 
 def main():
@@ -327,15 +335,21 @@ def main():
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
     parser.add_argument("--dpm-solver-path", default=None, help="path to the official dpm_solver_pytorch.py")
     parser.add_argument("--solvers", nargs="+", default=None, help="sweep only these solvers (default: all)")
+    parser.add_argument("--keep-peers", action="store_true",
+                        help="rerun samplax only and keep the peers' results (and agreement) already in --out")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "dpm_benchmark.json"))
     args = parser.parse_args()
+    if args.keep_peers and args.peers:
+        parser.error("--keep-peers keeps the stored peer results; --peers runs them again: choose one")
+    stored = _stored_peers(args.out, args.samples) if args.keep_peers else {}
 
     mixture, schedule, noise, reference = diffusion_problem(args.samples)
     model = mixture.denoiser(schedule, "noise")
     noise = jnp.asarray(noise)
     report = {
         "command": " ".join(["python"] + sys.argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, jax {jax.__version__}, {jax.devices()[0].device_kind}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, jax {jax.__version__}, "
+        f"{jax.devices()[0].device_kind}",
         "problem": {"dimension": mixture.dimension, "components": int(mixture.weights.shape[0]),
                     "samples": args.samples, "schedule": "DDPM linear betas 1e-4..0.02, 1000 steps",
                     "t_end": T_END},
@@ -344,15 +358,18 @@ def main():
     x_start = np.asarray(schedule.sigma(1.0)) * np.asarray(noise, np.float64)
     reference_at_end = mixture.flow_map(x_start, schedule, 1.0, T_END)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    report["samplax"] = samplax_errors(model, noise, reference, reference_at_end, args.out[:-5] + ".partial.json", args.solvers)
+    partial = args.out[:-5] + ".partial.json"
+    report["samplax"] = samplax_errors(model, noise, reference, reference_at_end, partial, args.solvers)
     report["adaptive"] = adaptive_errors(model, noise, reference)
     if args.peers:
         peers = run_peers((mixture, schedule), noise, args)
         report["peers"], report["peer_ends"] = peer_errors(peers, mixture, schedule, x_start)
         report["agreement"] = agreement(peers, model, noise)
+    if stored:
+        report.update(stored, command=f"{stored['command']}` then `{report['command']}")
     text = markdown(report)
-    _write(args.out, json.dumps(report, indent=1, default=str))
-    _write(args.out[:-5] + ".md", text)
+    write_json(args.out, report)
+    write_text(args.out[:-5] + ".md", text)
     print(text)
 
 

@@ -18,6 +18,7 @@ Writes benchmarks/results/flow_benchmark.json and benchmarks/FLOW_RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,18 +32,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import samplax as sx
-from samplax.samplers.reversible import reversible_invert, reversible_sample
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from problems import (  # noqa: E402
+    markdown_table,
+    rectified_flow_problem,
+    registered_solvers,
+    rms_error,
+    write_json,
+    write_text,
+)
+
+import samplax as sx  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent
-DIMENSION, COMPONENTS, STD_RANGE = 64, 8, (0.05, 0.25)
 SAMPLING_NFES = (4, 6, 8, 10, 16, 20)
 INVERSION_NFES = (8, 16, 32, 60)
-FLOW_SOLVERS = ("euler", "heun", "midpoint", "rk4", "rf-solver-2", "rf-solver-3", "fireflow", "fireflow-3")
 # Exponential integrators through the Denoiser (velocity -> data prediction) that reach
 # t = 0 (lambda = +inf) on this schedule; see FLOW_RESULTS.md for the ones that do not.
 EXPONENTIAL_SOLVERS = ("dpm++2m", "dpm++3m", "unipc-bh2-2")
-REVERSIBLE = "reversible-heun"
+QUICK_SOLVERS = ("euler", "fireflow", "reversible-heun")  # --quick: a smoke test
 SHIFTS = (3.0, 0.5, 1.0 / 3.0)
 SCHEDULE = sx.schedules.RectifiedFlow()
 PEER_RUNNER = ROOT / "peers" / "flow_peer_runner.py"
@@ -50,49 +59,24 @@ PEER_RUNNER = ROOT / "peers" / "flow_peer_runner.py"
 CONVERGENCE_CONFIG, CONVERGENCE_NFES = "diffusers_flowmatch_euler_shift1", (100, 1000)
 
 
-def exact_velocity_network(mixture: sx.GaussianMixture):
-    """The exact rectified-flow velocity E[noise | x_t] - E[x0 | x_t] of the mixture, with
-    the noise posterior mean written without dividing by t, so it stays finite at t = 0."""
-
-    def network(x, t):
-        dtype = x.dtype
-        alpha, sigma = (1.0 - t)[:, None, None], t[:, None, None]
-        means, stds = mixture.means.astype(dtype), mixture.stds.astype(dtype)
-        variance = alpha**2 * stds[None, :, None] ** 2 + sigma**2
-        difference = x[:, None, :] - alpha * means[None]
-        log_density = (
-            jnp.log(mixture.weights.astype(dtype))
-            - 0.5 * jnp.sum(difference**2, axis=-1) / variance[..., 0]
-            - 0.5 * x.shape[-1] * jnp.log(variance[..., 0])
-        )
-        posterior = jax.nn.softmax(log_density, axis=-1)[..., None]
-        data = jnp.sum(posterior * (means[None] + alpha * stds[None, :, None] ** 2 / variance * difference), 1)
-        noise = jnp.sum(posterior * (sigma / variance * difference), 1)
-        return noise - data
-
-    return sx.Denoiser(jax.tree_util.Partial(network), SCHEDULE, prediction="velocity")
+def flow_solvers() -> dict:
+    """Every registered fixed-grid solver of the velocity (the reversible ones included)."""
+    return registered_solvers(lambda solver: solver.prediction == "velocity" and not solver.adaptive)
 
 
-def rectified_flow_problem(samples: int, seed: int = 0, noise_seed: int = 1):
-    """(mixture, model, noise, reference): the sharp mixture of benchmarks/problems.py, its
-    exact velocity, standard normal noise at t = 1 and the exact ODE endpoints at t = 0."""
-    mixture = sx.GaussianMixture.random(seed, DIMENSION, COMPONENTS, STD_RANGE)
-    noise = np.asarray(jax.random.normal(jax.random.PRNGKey(noise_seed), (samples, DIMENSION)))
-    # lambda(1) = -inf: start the reference 1e-9 before t = 1 (the state moves by ~1e-9).
-    reference = mixture.flow_to_data(noise, SCHEDULE, 1.0 - 1e-9)
-    return mixture, exact_velocity_network(mixture), noise.astype(np.float32), reference
+def adaptive_flow_solvers() -> dict:
+    return registered_solvers(lambda solver: solver.prediction == "velocity" and solver.adaptive, distinct=True)
 
 
-def rms(x, reference) -> float:
-    return float(np.sqrt(np.mean((np.asarray(x, np.float64) - np.asarray(reference, np.float64)) ** 2)))
+def is_reversible(name: str) -> bool:
+    return sx.solvers.get(name).reversible
 
 
-def steps_for(name: str, nfe: int) -> int | None:
-    """Grid intervals that spend exactly `nfe` evaluations, or None if none do."""
-    if name in ("fireflow", "fireflow-3", REVERSIBLE):
-        return nfe - 1
-    stages = sx.solvers.get(name).evaluations(1)
-    return nfe // stages if nfe % stages == 0 else None
+def sampled_solvers() -> list[str]:
+    """What the sampling sweep runs, in table order: the flow solvers, the exponential
+    integrators, then the reversible solvers."""
+    flow = list(flow_solvers())
+    return [n for n in flow if not is_reversible(n)] + list(EXPONENTIAL_SOLVERS) + [n for n in flow if is_reversible(n)]
 
 
 # Exponential integrators step in lambda, infinite at t = 1 and t = 0 on this path: they
@@ -120,12 +104,16 @@ def grids(steps: int, t_start=None, t_end=None) -> dict:
 
 
 def run_sampling(model, noise, reference, solvers):
+    """One row per solver, NFE and grid. Flow solvers run from t = 1 to 0; exponential
+    integrators (which integrate a data or noise prediction) run between the ends of
+    EXPONENTIAL_ENDS and finish with the denoising step."""
     rows = []
     for name in solvers:
+        solver = sx.solvers.get(name)
+        exponential = solver.prediction != "velocity"
         for nfe in SAMPLING_NFES:
-            exponential = name in EXPONENTIAL_SOLVERS
-            steps = nfe - 1 if exponential else steps_for(name, nfe)
-            if steps is None or steps < 1:
+            steps = solver.steps_for(nfe, exponential)
+            if steps is None:
                 continue
             if exponential:
                 candidates = {
@@ -138,11 +126,8 @@ def run_sampling(model, noise, reference, solvers):
             for grid_name, times in candidates.items():
                 start = time.perf_counter()
                 try:
-                    if name == REVERSIBLE:
-                        x, info = reversible_sample(model, noise, grid=times)
-                    else:
-                        x, info = sx.sample(model, name, noise, grid=times, denoise_to_zero=exponential)
-                    error = rms(x, reference)
+                    x, info = sx.sample(model, solver, noise, grid=times, denoise_to_zero=exponential)
+                    error = rms_error(x, reference)
                 except FloatingPointError:
                     error = float("nan")
                 rows.append({"solver": name, "nfe": nfe, "steps": steps, "grid": grid_name, "rms_error": error,
@@ -152,23 +137,26 @@ def run_sampling(model, noise, reference, solvers):
 
 
 def run_inversion(model, noise, reference, solvers):
+    """data -> noise -> data with the same solver and grid; a reversible solver keeps its
+    companion state (samplax.reversible_invert / reversible_sample)."""
     data = jnp.asarray(reference, jnp.float32)
     rows = []
     for name in solvers:
+        solver = sx.solvers.get(name)
         for nfe in INVERSION_NFES:
-            steps = steps_for(name, nfe)
+            steps = solver.steps_for(nfe)
             if steps is None:
                 continue
             for grid_name, times in grids(steps).items():
-                if name == REVERSIBLE:
-                    state, _ = reversible_invert(model, data, grid=times)
-                    back, _ = reversible_sample(model, state, grid=times)
+                if solver.reversible:
+                    state, _ = sx.reversible_invert(model, data, grid=times)
+                    back, _ = sx.reversible_sample(model, state, grid=times)
                     inverted = state.x
                 else:
-                    inverted, _ = sx.invert(model, name, data, grid=times)
-                    back, _ = sx.sample(model, name, inverted, grid=times)
+                    inverted, _ = sx.invert(model, solver, data, grid=times)
+                    back, _ = sx.sample(model, solver, inverted, grid=times)
                 row = {"solver": name, "nfe_per_direction": nfe, "steps": steps, "grid": grid_name,
-                       "noise_error": rms(inverted, noise), "round_trip_error": rms(back, data),
+                       "noise_error": rms_error(inverted, noise), "round_trip_error": rms_error(back, data),
                        "round_trip_max": float(jnp.max(jnp.abs(back - data)))}
                 rows.append(row)
                 print(f"invert {name:14s} nfe {nfe:3d} {grid_name:10s} noise {row['noise_error']:.3e} "
@@ -178,13 +166,13 @@ def run_inversion(model, noise, reference, solvers):
 
 def run_adaptive(model, noise, reference):
     rows = []
-    for method in ("tsit5", "dopri5"):
+    for name, registered in adaptive_flow_solvers().items():
         for tolerance in (1e-3, 1e-5):
-            solver = sx.solvers.FlowAdaptive(method=method, rtol=tolerance, atol=tolerance)
+            solver = dataclasses.replace(registered, rtol=tolerance, atol=tolerance)
             x, info = sx.sample(model, solver, noise)
-            rows.append({"solver": f"flow-{method}", "tolerance": tolerance, "mean_nfe": float(jnp.mean(info.nfe)),
-                         "rms_error": rms(x, reference)})
-            print(f"adaptive {method} tol {tolerance:g}: nfe {rows[-1]['mean_nfe']:.1f} "
+            rows.append({"solver": name, "tolerance": tolerance, "mean_nfe": float(jnp.mean(info.nfe)),
+                         "rms_error": rms_error(x, reference)})
+            print(f"adaptive {name} tol {tolerance:g}: nfe {rows[-1]['mean_nfe']:.1f} "
                   f"error {rows[-1]['rms_error']:.3e}")
     return rows
 
@@ -207,7 +195,7 @@ def _peer_rows(peers, reference):
         if key.startswith("samples/"):
             _, config, nfe = key.split("/")
             rows.append({"solver": config, "scheduler": configs[config]["scheduler"], "nfe": int(nfe),
-                         "rms_error": rms(peers[key], reference),
+                         "rms_error": rms_error(peers[key], reference),
                          "final_sigma": float(peers[f"final_sigma/{config}/{nfe}"])})
     return rows
 
@@ -229,7 +217,7 @@ def run_peers(mixture, model, noise, reference, peer_python):
             grid = jnp.asarray(peers[f"sigmas/{config}/{nfe}"], jnp.float32)
             ours, _ = sx.sample(model, "euler", noise, grid=grid)
             agreement.append({"solver": config, "nfe": int(nfe),
-                              "relative_difference": rms(ours, peers[key]) / rms(peers[key], 0.0)})
+                              "relative_difference": rms_error(ours, peers[key]) / rms_error(peers[key], 0.0)})
     return {"sampling": sampling, "convergence": convergence,
             "euler_agreement": agreement, "configs": json.loads(str(peers["configs"])),
             "versions": json.loads(str(peers["versions"]))}
@@ -259,9 +247,9 @@ def _peer_markdown(results) -> tuple[list, list]:
     """The side-by-side rows for the sampling table, and the peers' own section."""
     ours, peers = results["sampling"], results["peers"]
     best_ours = {nfe: _lowest([r for r in ours if r["nfe"] == nfe]) for nfe in SAMPLING_NFES}
-    rows = ["| **samplax, best** | " + " | ".join(
+    rows = [["**samplax, best**"] + [
         f"**{best_ours[n]['rms_error']:.2e}** ({best_ours[n]['solver']}, {short_grid(best_ours[n]['grid'])})"
-        for n in SAMPLING_NFES) + " |"]
+        for n in SAMPLING_NFES]]
     best_peer = {}
     for scheduler in dict.fromkeys(r["scheduler"] for r in peers["sampling"]):
         cells = []
@@ -270,9 +258,9 @@ def _peer_markdown(results) -> tuple[list, list]:
             cells.append("-" if best is None else f"{best['rms_error']:.2e} ({_peer_name(best['solver'])})")
             if best is not None and best["rms_error"] < best_peer.get(nfe, np.inf):
                 best_peer[nfe] = best["rms_error"]
-        rows.append(f"| {PEER_LABELS[scheduler]}, best config | " + " | ".join(cells) + " |")
-    rows.append("| best peer / best samplax | " + " | ".join(
-        f"{best_peer[n] / best_ours[n]['rms_error']:.2f}" for n in SAMPLING_NFES) + " |")
+        rows.append([f"{PEER_LABELS[scheduler]}, best config"] + cells)
+    ratios = [f"{best_peer[n] / best_ours[n]['rms_error']:.2f}" for n in SAMPLING_NFES]
+    rows.append(["best peer / best samplax"] + ratios)
     wins = all(best_peer[n] > best_ours[n]["rms_error"] for n in SAMPLING_NFES)
     versions = peers["versions"]
     section = [
@@ -288,13 +276,12 @@ def _peer_markdown(results) -> tuple[list, list]:
         "",
         "All configs (RMS error at t = 0; NaN where the output is not finite):",
         "",
-        "| config | " + " | ".join(f"NFE {n}" for n in SAMPLING_NFES) + " |",
-        "|---" * (len(SAMPLING_NFES) + 1) + "|",
     ]
+    configs = []
     for config in dict.fromkeys(r["solver"] for r in peers["sampling"]):
         errors = {r["nfe"]: r["rms_error"] for r in peers["sampling"] if r["solver"] == config}
-        section.append(f"| {_peer_name(config)} | "
-                       + " | ".join(f"{errors[n]:.2e}" if n in errors else "-" for n in SAMPLING_NFES) + " |")
+        configs.append([_peer_name(config)] + [f"{errors[n]:.2e}" if n in errors else "-" for n in SAMPLING_NFES])
+    section += markdown_table(["config"] + [f"NFE {n}" for n in SAMPLING_NFES], configs)
     convergence = ", ".join(f"NFE {r['nfe']}: {r['rms_error']:.2e}" for r in peers["convergence"])
     agreement = max(r["relative_difference"] for r in peers["euler_agreement"])
     section += [
@@ -322,6 +309,33 @@ def _peer_markdown(results) -> tuple[list, list]:
     return rows, section
 
 
+def _inversion_table(inversion, column, cell) -> list[str]:
+    """One row per solver, one column per NFE per direction; cell(solver, rows) formats
+    the rows (one per grid) of that solver and NFE."""
+    rows = []
+    for solver in dict.fromkeys(r["solver"] for r in inversion):
+        by_nfe = [[r for r in inversion if r["solver"] == solver and r["nfe_per_direction"] == nfe]
+                  for nfe in INVERSION_NFES]
+        rows.append([solver] + [cell(solver, found) for found in by_nfe])
+    return markdown_table(["solver"] + [column.format(n) for n in INVERSION_NFES], rows)
+
+
+def _round_trip_cell(solver, rows) -> str:
+    """Noise error / round-trip error on the grid of lowest round-trip error. A reversible
+    solver's round trip is rounding on every grid: its grid is picked by the noise error,
+    and its max abs round-trip error is shown."""
+    if is_reversible(solver):
+        best = _lowest(rows, "noise_error")
+        return "-" if best is None else f"{best['noise_error']:.2e} / {best['round_trip_max']:.1e} max"
+    best = _lowest(rows, "round_trip_error")
+    return "-" if best is None else f"{best['noise_error']:.2e} / {best['round_trip_error']:.2e}"
+
+
+def _noise_cell(solver, rows) -> str:
+    best = _lowest(rows, "noise_error")
+    return "-" if best is None else f"{best['noise_error']:.2e} ({short_grid(best['grid'])})"
+
+
 def markdown(results) -> str:
     sampling, inversion = results["sampling"], results["inversion"]
     solvers = list(dict.fromkeys(r["solver"] for r in sampling))
@@ -334,17 +348,16 @@ def markdown(results) -> str:
         f"number of steps spends that NFE. Command: `{results.get('command', 'python benchmarks/flow_benchmark.py')}`; "
         f"machine: {results['machine']}.",
         "",
-        "| solver | " + " | ".join(f"NFE {n}" for n in SAMPLING_NFES) + " |",
-        "|---" * (len(SAMPLING_NFES) + 1) + "|",
     ]
+    rows = []
     for solver in solvers:
         cells = []
         for nfe in SAMPLING_NFES:
             best = _best(sampling, "rms_error", solver, "nfe", nfe)
             cells.append("-" if best is None else f"{best['rms_error']:.2e} ({short_grid(best['grid'])})")
-        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+        rows.append([solver] + cells)
     peer_rows, peer_section = _peer_markdown(results) if "peers" in results else ([], [])
-    lines += peer_rows
+    lines += markdown_table(["solver"] + [f"NFE {n}" for n in SAMPLING_NFES], rows + peer_rows)
     lines += ["", "Adaptive reference solves (mean NFE per sample, RMS error):", ""]
     for row in results["adaptive"]:
         lines.append(f"- {row['solver']} rtol = atol = {row['tolerance']:g}: NFE {row['mean_nfe']:.1f}, "
@@ -358,35 +371,10 @@ def markdown(results) -> str:
         "error of data -> noise -> data (max abs error for reversible Heun). Best grid per entry, chosen by "
         "round-trip error (by noise error for reversible Heun).",
         "",
-        "| solver | " + " | ".join(f"NFE/dir {n}: noise / round trip" for n in INVERSION_NFES) + " |",
-        "|---" * (len(INVERSION_NFES) + 1) + "|",
     ]
-    for solver in dict.fromkeys(r["solver"] for r in inversion):
-        cells = []
-        for nfe in INVERSION_NFES:
-            # Reversible Heun's round trip is rounding on every grid: pick its grid by the noise error.
-            criterion = "noise_error" if solver == REVERSIBLE else "round_trip_error"
-            best = _best(inversion, criterion, solver, "nfe_per_direction", nfe)
-            if best is None:
-                cells.append("-")
-            elif solver == REVERSIBLE:
-                cells.append(f"{best['noise_error']:.2e} / {best['round_trip_max']:.1e} max")
-            else:
-                cells.append(f"{best['noise_error']:.2e} / {best['round_trip_error']:.2e}")
-        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Distance of the inverted noise from the exact ODE inverse, best grid per entry:",
-        "",
-        "| solver | " + " | ".join(f"NFE/dir {n}" for n in INVERSION_NFES) + " |",
-        "|---" * (len(INVERSION_NFES) + 1) + "|",
-    ]
-    for solver in dict.fromkeys(r["solver"] for r in inversion):
-        cells = []
-        for nfe in INVERSION_NFES:
-            best = _best(inversion, "noise_error", solver, "nfe_per_direction", nfe)
-            cells.append("-" if best is None else f"{best['noise_error']:.2e} ({short_grid(best['grid'])})")
-        lines.append(f"| {solver} | " + " | ".join(cells) + " |")
+    lines += _inversion_table(inversion, "NFE/dir {}: noise / round trip", _round_trip_cell)
+    lines += ["", "Distance of the inverted noise from the exact ODE inverse, best grid per entry:", ""]
+    lines += _inversion_table(inversion, "NFE/dir {}", _noise_cell)
     lines += [
         "",
         "Notes:",
@@ -405,23 +393,15 @@ def markdown(results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
-
-
 def write_markdown(json_path: pathlib.Path, markdown_path: pathlib.Path) -> None:
-    """Rewrite the markdown table from a results file."""
-    _write_atomic(markdown_path, markdown(json.loads(json_path.read_text())))
+    """Rewrite the markdown tables from a results file."""
+    write_text(markdown_path, markdown(json.loads(json_path.read_text())))
 
 
 def update(args, model, noise, reference) -> None:
     """Replace the sampling rows of some solvers in an existing results file."""
     solvers = tuple(name.strip() for name in args.update.split(","))
-    unknown = [name for name in solvers if name not in FLOW_SOLVERS + EXPONENTIAL_SOLVERS + (REVERSIBLE,)]
+    unknown = [name for name in solvers if name not in sampled_solvers()]
     if unknown:
         raise SystemExit(f"--update: unknown solvers {unknown}")
     if not args.output.is_file():
@@ -433,8 +413,8 @@ def update(args, model, noise, reference) -> None:
     results["sampling"] = [r for r in results["sampling"] if r["solver"] not in solvers] + rows
     command = " ".join(["python", "benchmarks/flow_benchmark.py", *sys.argv[1:]])
     results["command"] = results["command"] + f"` then `{command}"
-    _write_atomic(args.output, json.dumps(results, indent=1))
-    _write_atomic(args.markdown, markdown(results))
+    write_json(args.output, results)
+    write_text(args.markdown, markdown(results))
     print(markdown(results))
 
 
@@ -455,22 +435,23 @@ def main():
     if args.update:
         update(args, model, noise, reference)
         return
-    flow = ("euler", "fireflow") if args.quick else FLOW_SOLVERS
-    exponential = () if args.quick else EXPONENTIAL_SOLVERS
+    sampled, inverted = sampled_solvers(), list(flow_solvers())
+    if args.quick:
+        sampled, inverted = ([name for name in names if name in QUICK_SOLVERS] for names in (sampled, inverted))
     results = {
         "samples": args.samples,
         "command": " ".join(["python", "benchmarks/flow_benchmark.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, jax {jax.__version__} "
         f"on {jax.default_backend()}",
-        "sampling": run_sampling(model, noise, reference, flow + exponential + (REVERSIBLE,)),
-        "inversion": run_inversion(model, noise, reference, flow + (REVERSIBLE,)),
+        "sampling": run_sampling(model, noise, reference, sampled),
+        "inversion": run_inversion(model, noise, reference, sorted(inverted, key=is_reversible)),
         "adaptive": [] if args.quick else run_adaptive(model, noise, reference),
     }
     if args.peers:
         results["peers"] = run_peers(mixture, model, noise, reference, args.peer_python)
     results["seconds"] = time.perf_counter() - started
-    _write_atomic(args.output, json.dumps(results, indent=1))
-    _write_atomic(args.markdown, markdown(results))
+    write_json(args.output, results)
+    write_text(args.markdown, markdown(results))
     print(markdown(results))
 
 

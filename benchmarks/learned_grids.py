@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import jax
@@ -37,8 +36,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from problems import (  # noqa: E402
+    diffusion_problem,
+    markdown_table,
+    rms_error,
+    write_json,
+    write_text,
+)
+
 import samplax as sx  # noqa: E402
-from problems import diffusion_problem, rms_error  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SOLVERS = ("dpm++2m", "ipndm", "unipc-bh2-2", "unipc-bh2-3", "deis-tab3")
@@ -49,10 +55,13 @@ INITS = ("logsnr", "karras", "quadratic")  # the starting grids of every fit
 TRAINING_SEED = 2024  # the held-out noise of problems.py uses seed 1
 
 
-def steps_for(nfe, convention):
-    """Grid intervals at `nfe` evaluations: one evaluation per step (every solver here is
-    multistep), plus the denoising step in the sigma = 0 convention."""
-    return nfe - 1 if convention == "sigma = 0" else nfe
+def steps_for(solver, nfe, convention):
+    """Grid intervals at which `solver` (a name) makes `nfe` evaluations in `convention`
+    (the "sigma = 0" one counts the final denoising step)."""
+    steps = sx.solvers.get(solver).steps_for(nfe, convention == "sigma = 0")
+    if steps is None:
+        raise SystemExit(f"{solver} cannot spend exactly {nfe} evaluations in the {convention!r} convention")
+    return steps
 
 
 def held_out_error(model, solver, noise, reference, grid, convention, steps=None):
@@ -65,7 +74,7 @@ def fit(model, solver, nfe, convention, args, shape):
     times, info = sx.tune_grid(
         model,
         solver,
-        steps_for(nfe, convention),
+        steps_for(solver, nfe, convention),
         jax.random.PRNGKey(TRAINING_SEED),
         shape=shape,
         samples=args.samples,
@@ -105,11 +114,11 @@ def attach_peers(report, path):
 def table(report, convention):
     nfes = report["nfes"]
     part = report["conventions"][convention]
-    lines = ["| | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---" * (len(nfes) + 1) + "|"]
+    rows = []
 
     def row(label, values, fmt="{:.2e}"):
         cells = [fmt.format(v) if isinstance(v, float) else (v if v is not None else "-") for v in values]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        rows.append([label] + cells)
 
     def cells(by_nfe, read):
         return [read(by_nfe[str(n)]) if str(n) in by_nfe else None for n in nfes]
@@ -124,9 +133,12 @@ def table(report, convention):
     if peers:
         row(f"**best peer configuration ({convention})**", cells(peers, lambda entry: entry["error"]))
         row("peer", cells(peers, lambda entry: entry["config"]), fmt="{}")
-        ratios = [best[str(n)]["error"] / peers[str(n)]["error"] if str(n) in peers and str(n) in best else None for n in nfes]
+        ratios = [
+            best[str(n)]["error"] / peers[str(n)]["error"] if str(n) in peers and str(n) in best else None for n in nfes
+        ]
         row("ratio samplax / peer (target <= 0.50)", ratios, fmt="{:.2f}")
-    else:
+    lines = markdown_table([""] + [f"NFE {n}" for n in nfes], rows)
+    if not peers:
         lines += ["", "Peer results (benchmarks/results/dpm_benchmark.json with `--peers`) were not available."]
     return lines
 
@@ -151,7 +163,8 @@ def markdown(report):
         title = (
             "Stopping at t_min = 1e-3 (sigma ~ 0.01), NFE = steps; error against the exact solution at t_min"
             if convention == "t_min"
-            else "Ending with the denoising step to sigma = 0, NFE = steps + 1; error against the exact endpoint at sigma = 0"
+            else "Ending with the denoising step to sigma = 0, NFE = steps + 1; error against the exact endpoint at "
+            "sigma = 0"
         )
         reference = f"Reference solve error on the held-out noise: {part['reference_error']:.2e}."
         lines += ["", f"## {title}", "", *table(report, convention), "", reference]
@@ -179,13 +192,6 @@ def markdown(report):
     return "\n".join(lines)
 
 
-def write_atomically(path, text):
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(temporary, path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solvers", nargs="+", default=list(DEFAULT_SOLVERS))
@@ -205,8 +211,8 @@ def main():
         with open(args.out) as file:
             report = json.load(file)
         attach_peers(report, args.peer_results)
-        write_atomically(args.out, json.dumps(report, indent=1))
-        write_atomically(args.markdown, markdown(report))
+        write_json(args.out, report)
+        write_text(args.markdown, markdown(report))
         print(markdown(report))
         return
 
@@ -239,14 +245,16 @@ def main():
     for convention in args.conventions:
         reference = references[convention]
         part = report["conventions"][convention] = {
-            "reference_error": held_out_error(model, "dpm++3m-taylor", noise, reference, "logsnr", convention, steps=200)[0],
+            "reference_error": held_out_error(
+                model, "dpm++3m-taylor", noise, reference, "logsnr", convention, steps=200
+            )[0],
             "results": {},
         }
         training_loss = {}
         for solver in args.solvers:
             part["results"][solver] = {}
             for nfe in args.nfes:
-                steps = steps_for(nfe, convention)
+                steps = steps_for(solver, nfe, convention)
                 baseline = {
                     grid: held_out_error(model, solver, noise, reference, grid, convention, steps=steps)[0]
                     for grid in BASELINE_GRIDS
@@ -276,9 +284,8 @@ def main():
             part["best_learned"][str(nfe)] = {"solver": solver, "error": part["results"][solver][str(nfe)]["learned"]}
     report["seconds"] = time.perf_counter() - started
     attach_peers(report, args.peer_results)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    write_atomically(args.out, json.dumps(report, indent=1))
-    write_atomically(args.markdown, markdown(report))
+    write_json(args.out, report)
+    write_text(args.markdown, markdown(report))
     print(markdown(report))
 
 

@@ -12,15 +12,18 @@ import argparse
 import json
 import os
 import platform
-import tempfile
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import samplax as sx
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from problems import write_json  # noqa: E402
+
+import samplax as sx  # noqa: E402
 
 # -- timing ------------------------------------------------------------------------------
 
@@ -58,13 +61,16 @@ def timing(samples_per_batch: int = 256, repeats: int = 7):
 
         return jax.lax.scan(call, x, count_array)[0]
 
-    def best_of(function):
+    def best_of(function, *args, **kwargs):
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            jax.block_until_ready(function())
+            jax.block_until_ready(function(*args, **kwargs))
             times.append(time.perf_counter() - start)
         return min(times)
+
+    def samples(name, steps):
+        return sx.sample(model, name, noise, steps=steps)[0]
 
     results = {"network_call_ms": {}, "overhead": {}, "compile_s": {}}
     for name in ("dpm++2m", "dpm++3m", "dpm++3s", "ddim"):
@@ -74,16 +80,16 @@ def timing(samples_per_batch: int = 256, repeats: int = 7):
             sx.sample(model, name, noise, steps=steps)  # compile
             limit, wall = [], []
             for _ in range(repeats):
-                limit.append(best_of(lambda: network_calls(noise, count_array)))
-                wall.append(best_of(lambda: sx.sample(model, name, noise, steps=steps)[0]))
+                limit.append(best_of(network_calls, noise, count_array))
+                wall.append(best_of(samples, name, steps))
             results["network_call_ms"][f"{name} steps={steps}"] = 1e3 * min(limit) / steps
             results["overhead"][f"{name} steps={steps}"] = min(wall) / min(limit)
     for steps in (5, 20):
         jax.clear_caches()
         start = time.perf_counter()
-        jax.block_until_ready(sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        jax.block_until_ready(samples("dpm++2m", steps))
         first = time.perf_counter() - start
-        second = best_of(lambda: sx.sample(model, "dpm++2m", noise, steps=steps)[0])
+        second = best_of(samples, "dpm++2m", steps)
         results["compile_s"][f"dpm++2m steps={steps}"] = first - second
     return results
 
@@ -94,12 +100,11 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "overhead.json"))
     args = parser.parse_args()
     results = timing(repeats=args.repeats)
-    results["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, {jax.devices()[0].device_kind}"
-    text = json.dumps(results, indent=1)
-    with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(args.out), delete=False) as handle:
-        handle.write(text)
-    os.replace(handle.name, args.out)
-    print(text)
+    results["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, {jax.devices()[0].device_kind}"
+    )
+    write_json(args.out, results)
+    print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ print("NFE:", int(info.nfe), " images:", images.shape)
 
 # %%
 figure, axes = plt.subplots(2, 10, figsize=(10, 2.2))
-for axis, image, label in zip(axes.ravel(), np.asarray(images), labels):
+for axis, image, label in zip(axes.ravel(), np.asarray(images), labels, strict=False):
     axis.imshow(np.clip(image[..., 0], -1, 1), cmap="gray", vmin=-1, vmax=1)
     axis.set_title(str(label), fontsize=8)
     axis.axis("off")

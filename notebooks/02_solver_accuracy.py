@@ -66,20 +66,16 @@ def rms_error(x):
 # %% [markdown]
 # Every run finishes with one denoising evaluation at the schedule's last time
 # (`denoise_to_zero=True`), so NFE = steps + 1 for solvers with one evaluation per step;
-# `solver.evaluations(steps, denoise_to_zero)` tells the NFE of any solver, and NFEs a
-# multi-stage solver cannot hit exactly are skipped.
+# `solver.evaluations(steps, denoise_to_zero)` tells the NFE of any solver and
+# `solver.steps_for(nfe, denoise_to_zero)` the number of steps that spends a given NFE
+# (None for NFEs a multi-stage solver cannot hit exactly, which are skipped).
 
 # %%
-def steps_for(name, nfe):
-    solver = sx.solvers.get(name)
-    return next((steps for steps in range(1, nfe + 1) if solver.evaluations(steps, True) == nfe), None)
-
-
 errors = {}
 for name in SOLVERS:
     errors[name] = {}
     for nfe in NFES:
-        steps = steps_for(name, nfe)
+        steps = sx.solvers.get(name).steps_for(nfe, denoise_to_zero=True)
         if steps is None:
             continue
         x, info = sx.sample(model, name, noise, steps=steps, grid="logsnr", denoise_to_zero=True)

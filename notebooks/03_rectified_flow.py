@@ -97,7 +97,7 @@ print(f"SW between two data samples of this size (the floor): {sliced_wasserstei
 
 # %%
 figure, axes = plt.subplots(1, len(SETTINGS), figsize=(2.4 * len(SETTINGS), 2.6), sharex=True, sharey=True)
-for axis, ((solver, steps), x) in zip(axes, samples_1.items()):
+for axis, ((solver, steps), x) in zip(axes, samples_1.items(), strict=True):
     axis.scatter(*np.asarray(x).T, s=1, alpha=0.4)
     axis.set_title(f"{solver}, {steps} step{'s' if steps > 1 else ''}", fontsize=9)
     axis.set_aspect("equal")
@@ -225,7 +225,8 @@ def report(images, name):
     ink, slant = style(images)
     p8 = probability_of(images, 8)
     print(f"{name}: mean p(8) {p8.mean():.3f}, classified 8: {np.mean(p8 > 0.5):.0%}, "
-          f"corr with source: ink {np.corrcoef(source_ink, ink)[0, 1]:.2f}, slant {np.corrcoef(source_slant, slant)[0, 1]:.2f}, "
+          f"corr with source: ink {np.corrcoef(source_ink, ink)[0, 1]:.2f}, "
+          f"slant {np.corrcoef(source_slant, slant)[0, 1]:.2f}, "
           f"mean ink gap {np.mean(np.abs(ink - source_ink)):.3f}")
 
 

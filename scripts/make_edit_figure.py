@@ -111,7 +111,8 @@ def inversion_figure(path: pathlib.Path, force: bool) -> None:
     figure, axes = plt.subplots(len(rows), images.shape[0], figsize=(1.1 * images.shape[0], 1.25 * len(rows)))
     for row, (name, batch, error) in enumerate(rows):
         for column in range(images.shape[0]):
-            title = "" if error is None else f"err {error[column]:.1e}" if error[column] < 0.01 else f"err {error[column]:.2f}"
+            value = None if error is None else error[column]
+            title = "" if value is None else f"err {value:.1e}" if value < 0.01 else f"err {value:.2f}"
             _show(axes[row, column], batch[column, ..., 0], title)
         axes[row, 0].set_ylabel(name, fontsize=7)
     figure.suptitle(f"digits-flow: invert and sample back, {INVERSION_STEPS} steps", fontsize=8)

@@ -9,15 +9,16 @@ replaced only with --force.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 import pathlib
-import tempfile
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from samplax.models.checkpoints import write_atomic  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab3", "ipndm")
@@ -26,10 +27,9 @@ MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unip
 def _save(figure, path: pathlib.Path, force: bool) -> None:
     if path.exists() and not force:
         raise SystemExit(f"{path} exists; pass --force to replace it")
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        figure.savefig(handle.name, dpi=110)
-    os.chmod(handle.name, 0o644)  # temporary files are created private
-    os.replace(handle.name, path)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=110)
+    write_atomic(path, image.getvalue())
     plt.close(figure)
     print("wrote", path)
 
@@ -55,7 +55,9 @@ def error_versus_nfe(results: dict, path: pathlib.Path, force: bool) -> None:
         subset = [v for k, v in peers.items() if k.startswith(prefix) and "adaptive" not in k]
         if subset:
             nfes, best = _best(subset)
-            axis.loglog(nfes, best, linestyle=styles[library], marker="x", color="gray", label=f"{library} (best config)")
+            axis.loglog(
+                nfes, best, linestyle=styles[library], marker="x", color="gray", label=f"{library} (best config)"
+            )
     axis.set_xlabel("NFE")
     axis.set_ylabel("RMS error against the exact ODE")
     axis.set_title("64-D sharp Gaussian mixture, DDPM schedule")

@@ -60,7 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention-levels", type=_levels, default=(),
                    help="UNet levels (0 = full resolution) with self-attention after each block, besides the "
                    "middle one, e.g. 0 or 0,1 (default: none)")
-    p.add_argument("--label-dropout", type=float, default=0.1, help="null-label probability for guidance (default: %(default)s)")
+    p.add_argument("--label-dropout", type=float, default=0.1,
+                   help="null-label probability for guidance (default: %(default)s)")
     p.add_argument("--time-density", choices=("uniform", "logit-normal"), default="logit-normal",
                    help="flow-matching time density (default: %(default)s)")
     p.add_argument("--checkpoint", help="training checkpoint to save and resume (default: outputs/NAME.train.msgpack)")

@@ -1,5 +1,6 @@
 import jax
 import pytest
+from convergence import problem  # noqa: F401  (the exact problem of the convergence tests, a fixture)
 
 
 @pytest.fixture

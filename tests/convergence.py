@@ -58,7 +58,7 @@ def errors(problem, cases):
         for solver, step_counts in cases:
             grids = [sx.solvers.time_grid(schedule, n, "logsnr", t_end=T_END) for n in step_counts]
             built = jax.jit(lambda g, s=solver: [s.plan(schedule, t) for t in g], compiler_options=FAST_COMPILE)(grids)
-            for steps, plan in zip(step_counts, built):
+            for steps, plan in zip(step_counts, built, strict=True):
                 assert plan.num_evaluations == solver.evaluations(steps)
                 keys.append((solver, steps))
                 plans.append(plan)
@@ -69,8 +69,8 @@ def errors(problem, cases):
             chosen = [i for i, (solver, _) in enumerate(keys) if solver.prediction == prediction]
             stacked = jax.tree.map(lambda *a: jnp.stack(a), *[_pad_front(plans[i], stages, width) for i in chosen])
             predict = model.predict(prediction)
-            run = jax.vmap(lambda plan, x: run_plan(plan, predict, x)[0], (0, None))
+            run = jax.vmap(lambda plan, x, predict=predict: run_plan(plan, predict, x)[0], (0, None))
             x = jax.jit(run, compiler_options=FAST_COMPILE)(stacked, schedule.sigma(1.0) * noise)
             rms = jnp.sqrt(jnp.mean((x - reference[None]) ** 2, axis=(1, 2)))
-            results.update({keys[i]: float(r) for i, r in zip(chosen, rms)})
+            results.update({keys[i]: float(r) for i, r in zip(chosen, rms, strict=True)})
         return results

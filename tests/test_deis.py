@@ -4,12 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from convergence import FAST_COMPILE, T_END, errors
 
 import samplax as sx
 from samplax.solvers.deis import DEIS, IPNDM, RhoRungeKutta
-
-from convergence import FAST_COMPILE, T_END, errors, problem  # noqa: F401  (problem is a fixture)
-
 
 # (solver, steps, theoretical order). The slope is taken between `steps` and 2 * steps,
 # where each method has reached its asymptotic rate on this problem (the third-order

@@ -6,7 +6,6 @@ import pytest
 import samplax as sx
 from samplax import schedules
 
-
 SCHEDULES = [schedules.VPLinear, schedules.VPCosine, schedules.EDM, schedules.RectifiedFlow]
 
 
@@ -75,7 +74,9 @@ def test_dynamic_thresholding_clips_per_sample():
 
 
 def test_bad_arguments_are_named():
-    network = lambda x, t: x
+    def network(x, t):
+        return x
+
     with pytest.raises(ValueError, match="prediction"):
         sx.Denoiser(network, schedules.VPLinear(), "epsilon")
     with pytest.raises(ValueError, match="time_input"):

@@ -2,16 +2,15 @@
 and together write exactly the images of a single-process run."""
 
 import os
-import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
 from PIL import Image
+from tiny_models import save_tiny
 
 from samplax import cli
-from tiny_models import save_tiny
 
 
 def _free_port():
@@ -34,7 +33,7 @@ def test_two_processes_share_the_seeds(tmp_path):
         for rank in (0, 1)
     ]
     outputs = [p.communicate(timeout=300) for p in processes]
-    for p, (out, err) in zip(processes, outputs):
+    for p, (_, err) in zip(processes, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
     record = __import__("json").loads((tmp_path / "multi" / "run.json").read_text())
     assert record["processes"] == 2 and record["rank"] == 0

@@ -70,7 +70,7 @@ def test_first_order_is_ddim(x64, problem):
     model = mixture.denoiser(schedule, "noise")
     times = sx.solvers.time_grid(schedule, 7, "uniform", t_end=T_END)
     x = schedule.sigma(1.0) * noise
-    for t, t_next in zip(times[:-1], times[1:]):  # DDIM written out, one step at a time
+    for t, t_next in zip(times[:-1], times[1:], strict=True):  # DDIM written out, one step at a time
         eps = model.noise(x, t)
         x0 = (x - schedule.sigma(t) * eps) / schedule.alpha(t)
         x = schedule.alpha(t_next) * x0 + schedule.sigma(t_next) * eps
@@ -83,7 +83,10 @@ def test_denoise_to_zero_returns_the_data_prediction(x64, problem):
     mixture, schedule, noise, _ = problem
     model = mixture.denoiser(schedule, "noise")
     # Without lower-order final steps, which count the denoising step as a final step.
-    for solver in (DPMSolver(order=2, lower_order_final=False), DPMSolver(order=3, prediction="noise", lower_order_final=False)):
+    for solver in (
+        DPMSolver(order=2, lower_order_final=False),
+        DPMSolver(order=3, prediction="noise", lower_order_final=False),
+    ):
         x, info = sx.sample(model, solver, noise, steps=6, t_end=T_END)
         denoised, denoised_info = sx.sample(model, solver, noise, steps=6, t_end=T_END, denoise_to_zero=True)
         assert int(denoised_info.nfe) == int(info.nfe) + 1

@@ -125,7 +125,7 @@ def test_fireflow_reuses_the_previous_midpoint_velocity(problem):
     with jax.enable_x64(True):
         times = sx.solvers.time_grid(SCHEDULE, STEPS[0], "uniform", t_end=T_END)
         x, velocity = noise, model.velocity(noise, times[0])
-        for t, t_next in zip(times[:-1], times[1:]):
+        for t, t_next in zip(times[:-1], times[1:], strict=True):
             h = t_next - t
             velocity = model.velocity(x + 0.5 * h * velocity, t + 0.5 * h)
             x = x + h * velocity

@@ -25,7 +25,7 @@ def unet():
     @jax.jit
     def random_weights():
         keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-        return [0.3 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+        return [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys, strict=True)]
 
     nnx.update(model, jax.tree.unflatten(treedef, random_weights()))
     return model
@@ -86,6 +86,6 @@ def test_as_denoiser_keeps_parameters_traced(unet):
     assert x.shape == noise.shape and int(info.nfe) == 3
     # The same result as calling the module directly in an Euler loop.
     y = noise
-    for t, s in zip([1.0, 2 / 3, 1 / 3], [2 / 3, 1 / 3, 0.0]):
+    for t, s in zip([1.0, 2 / 3, 1 / 3], [2 / 3, 1 / 3, 0.0], strict=True):
         y = y + (s - t) * call(unet, y, jnp.full((2,), t), label=jnp.arange(2))[0]
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-4)

@@ -37,7 +37,8 @@ SCRIPT = textwrap.dedent(
 
 def test_sharded_sampling_matches_and_bad_batches_fail(tmp_path):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-c", SCRIPT]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "SHARDING OK" in done.stdout
     assert "--batch-size 6 does not divide over the 4 local devices" in done.stderr

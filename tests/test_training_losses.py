@@ -65,7 +65,9 @@ def test_oracle_reaches_zero_loss(schedule, prediction, time_input):
 
 def test_flow_matching_oracle_and_densities():
     batch = {"x": jnp.broadcast_to(POINT, (512, 3))}
-    oracle = lambda x, t: (x - POINT) / t[:, None]  # noise - x0 along x_t = (1 - t) x0 + t noise
+    def oracle(x, t):  # noise - x0 along x_t = (1 - t) x0 + t noise
+        return (x - POINT) / t[:, None]
+
     for density in ("uniform", "logit-normal"):
         loss = losses.flow_matching_loss(density)
         assert float(loss(oracle, batch, jax.random.PRNGKey(0))) < 1e-6
@@ -79,7 +81,9 @@ def test_flow_matching_oracle_and_densities():
 def test_label_dropout_rate_and_null_label():
     # The network outputs its label; the target (data) is 0, so the loss is E[label^2].
     loss = losses.denoising_loss(VPCosine(), "data", label_dropout=0.25, null_label=10)
-    model = lambda x, t, label: jnp.broadcast_to(label[:, None].astype(x.dtype), x.shape)
+    def model(x, t, label):
+        return jnp.broadcast_to(label[:, None].astype(x.dtype), x.shape)
+
     batch = {"x": jnp.zeros((20_000, 1)), "label": jnp.ones((20_000,), jnp.int32)}
     value = float(loss(model, batch, jax.random.PRNGKey(3)))
     fraction = (value - 1.0) / (100.0 - 1.0)

@@ -45,7 +45,8 @@ def test_resume_after_kill_gives_identical_weights(tmp_path):
     assert checkpoints.read_config(path)["kind"] == "training"
     model, *_ = _setup()  # a fresh process would rebuild the model from scratch
     resumed = training.train(model, loss, points, config, checkpoint=path, progress=False)
-    for a, b in zip(_params(reference.model) + _params(reference.ema), _params(resumed.model) + _params(resumed.ema)):
+    expected = _params(reference.model) + _params(reference.ema)
+    for a, b in zip(expected, _params(resumed.model) + _params(resumed.ema), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert len(resumed.losses) == 20 - 10  # only the remaining steps ran
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary files
@@ -56,7 +57,7 @@ def test_training_lowers_the_loss_and_ema_lags():
     config = training.TrainConfig(steps=100, batch_size=64, warmup_steps=10, learning_rate=1e-2, ema_decay=0.9)
     result = training.train(model, loss, points, config, progress=False)
     assert np.mean(result.losses[-3:]) < 0.8 * result.losses[0]
-    assert any(not np.array_equal(a, b) for a, b in zip(_params(result.model), _params(result.ema)))
+    assert any(not np.array_equal(a, b) for a, b in zip(_params(result.model), _params(result.ema), strict=True))
 
 
 def test_resume_refuses_a_different_config(tmp_path):
@@ -70,7 +71,8 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 def test_model_checkpoint_round_trip_and_clear_errors(tmp_path):
     module = networks.build("MLP", KWARGS, seed=3)
-    path = checkpoints.save_model(tmp_path / "m.msgpack", module, {"network": "MLP", "network_kwargs": KWARGS, "seed": 3})
+    config = {"network": "MLP", "network_kwargs": KWARGS, "seed": 3}
+    path = checkpoints.save_model(tmp_path / "m.msgpack", module, config)
     assert json.loads((tmp_path / "m.json").read_text())["format_version"] == checkpoints.FORMAT_VERSION
     loaded, config = checkpoints.load_model(path)
     x = np.ones((3, 2), np.float32)

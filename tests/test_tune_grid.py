@@ -110,7 +110,8 @@ def test_learned_flow_grid_lowers_error_on_held_out_noise():
     assert bool(jnp.all(jnp.diff(times) < 0))
     noise = jax.random.normal(jax.random.PRNGKey(1), (256, 4))
     reference, _ = sx.sample(model, "rk4", noise, steps=200, t_end=t_end)
-    samples = [sx.sample(model, "heun", noise, steps=steps, grid=grid, t_end=t_end)[0] for grid in ("uniform", "shifted", times)]
+    grids = ("uniform", "shifted", times)
+    samples = [sx.sample(model, "heun", noise, steps=steps, grid=grid, t_end=t_end)[0] for grid in grids]
     errors = [float(jnp.sqrt(jnp.mean((x - reference) ** 2))) for x in samples]
     assert errors[2] < 0.75 * min(errors[:2]), errors
     assert float(info.best_loss) < 0.5 * float(info.initial_loss), (info.initial_loss, info.best_loss)

@@ -4,14 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from convergence import FAST_COMPILE, T_END, errors
 
 import samplax as sx
 from samplax.solvers import DPMSolver, UniC, UniP, unipc
 from samplax.solvers.deis import DEIS
 from samplax.solvers.engine import run_plan
-
-from convergence import FAST_COMPILE, T_END, errors, problem  # noqa: F401  (problem is a fixture)
-
 
 DDIM = DPMSolver(order=1)
 DPM_2M = DPMSolver(order=2)

@@ -32,7 +32,6 @@ import time
 import diffusers
 import numpy as np
 import torch
-
 from peer_runner import MixturePosterior, save_npz
 
 

@@ -147,9 +147,15 @@ def diffusers_configs():
     configs = {}
     for order in (2, 3):
         base = dict(algorithm_type="dpmsolver++", solver_order=order, solver_type="midpoint")
-        configs[f"diffusers_dpmpp_{order}m_linspace"] = ("DPMSolverMultistepScheduler", dict(base, timestep_spacing="linspace"))
-        configs[f"diffusers_dpmpp_{order}m_trailing"] = ("DPMSolverMultistepScheduler", dict(base, timestep_spacing="trailing"))
-        configs[f"diffusers_dpmpp_{order}m_karras"] = ("DPMSolverMultistepScheduler", dict(base, use_karras_sigmas=True))
+        configs[f"diffusers_dpmpp_{order}m_linspace"] = (
+            "DPMSolverMultistepScheduler", dict(base, timestep_spacing="linspace")
+        )
+        configs[f"diffusers_dpmpp_{order}m_trailing"] = (
+            "DPMSolverMultistepScheduler", dict(base, timestep_spacing="trailing")
+        )
+        configs[f"diffusers_dpmpp_{order}m_karras"] = (
+            "DPMSolverMultistepScheduler", dict(base, use_karras_sigmas=True)
+        )
         configs[f"diffusers_dpmpp_{order}m_lu"] = ("DPMSolverMultistepScheduler", dict(base, use_lu_lambdas=True))
         for variant in ("bh1", "bh2"):
             # bh1 with final_sigmas_type="zero" returns NaN in diffusers 0.42.1: its last
@@ -158,9 +164,13 @@ def diffusers_configs():
             if variant == "bh1":
                 base["final_sigmas_type"] = "sigma_min"
             configs[f"diffusers_unipc_{variant}_o{order}_linspace"] = ("UniPCMultistepScheduler", dict(base))
-            configs[f"diffusers_unipc_{variant}_o{order}_karras"] = ("UniPCMultistepScheduler", dict(base, use_karras_sigmas=True))
+            configs[f"diffusers_unipc_{variant}_o{order}_karras"] = (
+                "UniPCMultistepScheduler", dict(base, use_karras_sigmas=True)
+            )
         configs[f"diffusers_deis_o{order}_linspace"] = ("DEISMultistepScheduler", dict(solver_order=order))
-        configs[f"diffusers_deis_o{order}_karras"] = ("DEISMultistepScheduler", dict(solver_order=order, use_karras_sigmas=True))
+        configs[f"diffusers_deis_o{order}_karras"] = (
+            "DEISMultistepScheduler", dict(solver_order=order, use_karras_sigmas=True)
+        )
     return configs
 
 
@@ -356,7 +366,8 @@ def main():
                 version=versions["dpm_solver_pytorch.py sha256"],
                 parameters=dict(params, algorithm_type="dpmsolver++", model_type="noise", schedule="discrete",
                                 t_start=1.0, t_end=1e-3, lower_order_final=True, solver_type="dpmsolver"),
-                notes="steps = nfe - 1 with denoise_to_zero, else nfe; model gets fractional t_input = 1000 (t - 1/1000)",
+                notes="steps = nfe - 1 with denoise_to_zero, else nfe; model gets fractional t_input = "
+                "1000 (t - 1/1000)",
                 run=lambda nfe, p=params: run_dpm_solver(p, problem, noise, nfe, dpm))
 
     arrays, configs = {}, {}

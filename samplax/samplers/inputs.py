@@ -90,6 +90,18 @@ def check_steps(steps, solver) -> int:
     return int(steps)
 
 
+def _check_grid_ends(grid, t_start, t_end) -> None:
+    """t_start and t_end given beside an explicit grid must be its end points."""
+    if isinstance(grid, jax.core.Tracer):
+        return
+    times = np.asarray(grid, np.float64)
+    for name, given, end in (("t_start", t_start, times[0]), ("t_end", t_end, times[-1])):
+        if given is None or isinstance(given, jax.core.Tracer):
+            continue
+        if abs(float(given) - end) > 1e-6 * max(1.0, abs(end)):
+            raise ValueError(f"{name}={float(given)} disagrees with the explicit grid, which ends at {end}")
+
+
 def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=None) -> Grid:
     """The checked grid of a fixed-grid workflow. `grid` is a kind (None: the schedule's
     default) with `steps`, or an explicit array of times from noise to data."""
@@ -102,9 +114,8 @@ def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=No
             raise ValueError("steps is required when grid is a name; pass steps=... or an array grid")
         t_start, t_end = end_points(schedule, t_start, t_end)
         return Grid(steps=check_steps(steps, solver), kind=grid, t_start=t_start, t_end=t_end)
-    if t_start is not None or t_end is not None:
-        raise ValueError("t_start and t_end are the ends of an explicit grid; give them only with a grid kind")
     check_grid(schedule, grid)
+    _check_grid_ends(grid, t_start, t_end)
     times = jnp.asarray(grid, jnp.result_type(float))
     if steps is not None and steps != times.shape[0] - 1:
         raise ValueError(f"steps={steps} disagrees with a grid of {times.shape[0]} times")
