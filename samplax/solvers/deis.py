@@ -34,8 +34,8 @@ from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan
-from samplax.solvers.exponential import multistep_plan, psi
-from samplax.solvers.toolkit import TABLEAUX, check_choice, one_step_plan
+from samplax.solvers.exponential import exponential_multistep_plan, psi
+from samplax.solvers.toolkit import TABLEAUX, check_choice, gauss_legendre, lagrange_basis, one_step_plan, past_nodes
 
 __all__ = ["DEIS", "RhoRungeKutta", "IPNDM", "RHO_TABLEAUX"]
 
@@ -51,38 +51,6 @@ _ADAMS_BASHFORTH = (
 )
 
 
-def _past_nodes(values, count):
-    """(steps, count) array whose column j is values[i - j] at row i: the current and past
-    grid values of each step. Before the grid starts, the values continue with the first
-    step's spacing, so that unused Lagrange nodes stay distinct and every coefficient stays
-    finite (and differentiable)."""
-    first_gap = values[0] - values[1]
-    padded = jnp.concatenate([values[0] + first_gap * jnp.arange(count - 1, 0, -1), values])
-    start = count - 1
-    columns = [padded[start - j : start - j + values.shape[0] - 1] for j in range(count)]
-    return jnp.stack(columns, axis=1)
-
-
-def lagrange_basis(nodes, points):
-    """Values of the Lagrange basis polynomials through `nodes` (S, K) at `points` (S, Q):
-    an (S, Q, K) array whose [..., j] entry is the polynomial that is 1 at nodes[:, j] and
-    0 at the other nodes."""
-    count = nodes.shape[1]
-    basis = []
-    for j in range(count):
-        value = jnp.ones_like(points)
-        for m in range(count):
-            if m != j:
-                value = value * (points - nodes[:, m : m + 1]) / (nodes[:, j : j + 1] - nodes[:, m : m + 1])
-        basis.append(value)
-    return jnp.stack(basis, axis=-1)
-
-
-def _gauss_legendre(nodes: int):
-    points, weights = np.polynomial.legendre.leggauss(nodes)
-    return (points + 1.0) / 2.0, weights / 2.0  # on [0, 1]
-
-
 class _NoiseMultistep(FixedGridSolver):
     """A multistep exponential integrator on the noise prediction, one evaluation per step:
     x_{i+1} = scale_i x_i - sigma_{i+1} sum_j weights[i, j] eps_{i-j}, with orders warming
@@ -95,7 +63,8 @@ class _NoiseMultistep(FixedGridSolver):
         return steps + int(denoise_to_zero)
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
-        return multistep_plan(self, schedule, times, denoise_to_zero, functools.partial(self._weights, schedule, times))
+        weights = functools.partial(self._weights, schedule, times)
+        return exponential_multistep_plan(self, schedule, times, denoise_to_zero, weights)
 
     @abc.abstractmethod
     def _weights(self, schedule, times, h, orders):
@@ -154,20 +123,20 @@ class DEIS(_NoiseMultistep):
         lambdas = schedule.lambda_(times)
         if self.method == "rhoab":
             # Polynomial in rho: Gauss-Legendre with `order` nodes is exact.
-            unit, unit_weights = _gauss_legendre(order)
+            unit, unit_weights = gauss_legendre(order)
             rhos = jnp.exp(-lambdas)
-            nodes = _past_nodes(rhos, order)
+            nodes = past_nodes(rhos, order)
             points = rhos[:-1, None] + (rhos[1:] - rhos[:-1])[:, None] * unit[None]
             basis = lagrange_basis(nodes, points)
             # alpha_{i+1} (rho_{i+1} - rho_i) = -sigma_{i+1} psi_1(h).
             return ddim[:, None] * jnp.einsum("q,sqk->sk", unit_weights, basis)
         # tAB: integral over lambda of l_j(t(lambda)) (-exp(-lambda)); with the factor
         # alpha_{i+1} it is -sigma_{i+1} h sum_q w_q exp(lambda_{i+1} - lambda_q) l_j(t_q).
-        unit, unit_weights = _gauss_legendre(self.quadrature_nodes)
+        unit, unit_weights = gauss_legendre(self.quadrature_nodes)
         offsets = h[:, None] * unit[None]  # lambda_q - lambda_i
         points_lambda = lambdas[:-1, None] + offsets
         points = schedule.inverse_lambda(points_lambda)
-        nodes = _past_nodes(times, order)
+        nodes = past_nodes(times, order)
         basis = lagrange_basis(nodes, points)
         kernel = h[:, None] * unit_weights[None] * jnp.exp(h[:, None] - offsets)
         return jnp.einsum("sq,sqk->sk", kernel, basis)

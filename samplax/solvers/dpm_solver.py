@@ -20,7 +20,7 @@ from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, linear_part, multistep_plan, psi
+from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
 from samplax.solvers.toolkit import append_denoising_stage, check_choice, stage_times
 
 __all__ = ["DPMSolver", "singlestep_coefficients", "singlestep_orders"]
@@ -83,7 +83,7 @@ class DPMSolver(FixedGridSolver):
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
         if self.multistep:
-            return multistep_plan(self, schedule, times, denoise_to_zero, self._multistep_weights)
+            return exponential_multistep_plan(self, schedule, times, denoise_to_zero, self._multistep_weights)
         builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=self.order)
         self._singlestep(builder, schedule, times)
         if denoise_to_zero:

@@ -17,13 +17,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from samplax.schedules import Schedule
-from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.toolkit import append_denoising_stage, multistep_orders, stage_times
+from samplax.solvers.engine import Plan
+from samplax.solvers.toolkit import multistep_plan
 
-__all__ = ["EXPONENTIAL_PREDICTIONS", "linear_part", "multistep_plan", "psi"]
+__all__ = ["EXPONENTIAL_PREDICTIONS", "linear_part", "exponential_multistep_plan", "psi"]
 
 EXPONENTIAL_PREDICTIONS = ("data", "noise")  # what an exponential integrator can integrate
 
@@ -62,19 +61,17 @@ def linear_part(schedule, times_from, times_to, prediction: str):
     raise ValueError(f"exponential integrators predict 'data' or 'noise', got {prediction!r}")
 
 
-def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, weights) -> Plan:
+def exponential_multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, weights) -> Plan:
     """The plan of a multistep exponential integrator, one evaluation per step:
 
         x_{i+1} = scale_i x_i - multiplier_i sum_j weights[i, j] m_{i-j},
 
-    in the solver's prediction m, with orders warming up from one (and lowered at the end
-    with `solver.lower_order_final`). `weights(hh, orders)` gives the (steps, solver.order)
-    weights, newest prediction first, from the signed steps hh and the per-step orders."""
-    steps = times.shape[0] - 1
-    builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=solver.order)
-    orders = multistep_orders(solver.order, steps, solver.lower_order_final, denoise_to_zero)
+    in the solver's prediction m (`toolkit.multistep_plan`). `weights(hh, orders)` gives
+    the (steps, solver.order) weights, newest prediction first, from the signed steps hh
+    and the per-step orders."""
     scale, multiplier, hh = linear_part(schedule, times[:-1], times[1:], solver.prediction)
-    builder.set_update(np.arange(steps), scale, -multiplier[:, None] * weights(hh, orders))
-    if denoise_to_zero:
-        append_denoising_stage(builder, schedule, times[-1], solver.prediction)
-    return builder.build()
+
+    def update(orders):
+        return scale, -multiplier[:, None] * weights(hh, orders)
+
+    return multistep_plan(solver, schedule, times, denoise_to_zero, update)

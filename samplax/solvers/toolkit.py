@@ -23,8 +23,12 @@ __all__ = [
     "Tableau",
     "append_denoising_stage",
     "check_choice",
+    "gauss_legendre",
+    "lagrange_basis",
     "multistep_orders",
+    "multistep_plan",
     "one_step_plan",
+    "past_nodes",
     "stage_times",
 ]
 
@@ -107,6 +111,24 @@ def multistep_orders(order: int, steps: int, lower_order_final: bool, denoise_to
     return orders
 
 
+def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, update) -> Plan:
+    """The plan of a multistep method, one evaluation per step:
+
+        x_{i+1} = state_i x_i + sum_j history[i, j] f_{i-j},
+
+    with orders warming up from one (and lowered at the end with
+    `solver.lower_order_final`). `update(orders)` gives (state, history), state a constant
+    or a (steps,) array and history (steps, solver.order), newest evaluation first, from
+    the per-step orders."""
+    steps = times.shape[0] - 1
+    builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=solver.order)
+    orders = multistep_orders(solver.order, steps, solver.lower_order_final, denoise_to_zero)
+    builder.set_update(np.arange(steps), *update(orders))
+    if denoise_to_zero:
+        append_denoising_stage(builder, schedule, times[-1], solver.prediction)
+    return builder.build()
+
+
 def one_step_plan(schedule: Schedule, times: jax.Array, denoise_to_zero: bool, prediction: str, method: dict) -> Plan:
     """The plan of a one-step (Runge-Kutta-like) method with len(b) stages per step, stage
     j of step i being stage i * len(b) + j, and a final denoising stage where asked.
@@ -128,3 +150,37 @@ def one_step_plan(schedule: Schedule, times: jax.Array, denoise_to_zero: bool, p
     if denoise_to_zero:
         append_denoising_stage(builder, schedule, times[-1], prediction)
     return builder.build()
+
+
+def past_nodes(values, count):
+    """(steps, count) array whose column j is values[i - j] at row i: the current and past
+    grid values of each step. Before the grid starts, the values continue with the first
+    step's spacing, so that unused Lagrange nodes stay distinct and every coefficient stays
+    finite (and differentiable)."""
+    first_gap = values[0] - values[1]
+    padded = jnp.concatenate([values[0] + first_gap * jnp.arange(count - 1, 0, -1), values])
+    start = count - 1
+    columns = [padded[start - j : start - j + values.shape[0] - 1] for j in range(count)]
+    return jnp.stack(columns, axis=1)
+
+
+def lagrange_basis(nodes, points):
+    """Values of the Lagrange basis polynomials through `nodes` (S, K) at `points` (S, Q):
+    an (S, Q, K) array whose [..., j] entry is the polynomial that is 1 at nodes[:, j] and
+    0 at the other nodes."""
+    count = nodes.shape[1]
+    basis = []
+    for j in range(count):
+        value = jnp.ones_like(points)
+        for m in range(count):
+            if m != j:
+                value = value * (points - nodes[:, m : m + 1]) / (nodes[:, j : j + 1] - nodes[:, m : m + 1])
+        basis.append(value)
+    return jnp.stack(basis, axis=-1)
+
+
+def gauss_legendre(nodes: int):
+    """Gauss-Legendre points and weights on [0, 1]: exact for polynomials of degree below
+    2 * nodes."""
+    points, weights = np.polynomial.legendre.leggauss(nodes)
+    return (points + 1.0) / 2.0, weights / 2.0  # on [0, 1]

@@ -32,7 +32,7 @@ from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, linear_part, multistep_plan, psi
+from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
 from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_orders
 
 __all__ = ["UniP", "UniC", "unipc"]
@@ -153,7 +153,7 @@ class UniP(FixedGridSolver):
         def weights(hh, orders):
             return _weights(lambdas, hh, orders, self.variant, False, self.order)
 
-        return multistep_plan(self, schedule, times, denoise_to_zero, weights)
+        return exponential_multistep_plan(self, schedule, times, denoise_to_zero, weights)
 
 
 @jax.tree_util.register_dataclass
