@@ -22,7 +22,7 @@ def random_network(seed: int):
     @jax.jit
     def weights():
         keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-        return [0.05 * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)]
+        return [0.05 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys, strict=True)]
 
     nnx.update(model, jax.tree.unflatten(treedef, weights()))
     return model

@@ -1,5 +1,9 @@
-"""Neural ODEs on diffrax that are cheap to solve: solver-heuristic regularizers (Pal et
-al. 2021, 2023), baselines (STEER, RNODE, TayNODE), NNX models and training."""
+"""Neural ODEs on diffrax that are cheap to solve.
+
+Regularizers read from the adaptive solver's own error and stiffness estimates (ERNODE and
+SRNODE of Pal et al., ICML 2021; their local versions, Pal et al., ICML 2023), the
+baselines STEER, RNODE and TayNODE, Flax NNX models and an optax training loop.
+"""
 
 from samplax.neural_ode.baselines import kinetic_jacobian_field, steer_times, taylor_field
 from samplax.neural_ode.local import (
@@ -15,6 +19,7 @@ from samplax.neural_ode.methods import (
     Method,
     NoRegularization,
     Output,
+    Problem,
     Steer,
     Taylor,
     integrate,
@@ -43,7 +48,7 @@ from samplax.neural_ode.training import (
 __all__ = [
     "CNF", "GlobalRegularization", "History", "KineticJacobian", "LatentODE",
     "LocalPenalty", "LocalRegularization", "MLPField", "Method", "NoRegularization",
-    "ODEClassifier", "Output", "Penalties", "RegularizedSolver", "RegularizerState",
+    "ODEClassifier", "Output", "Penalties", "Problem", "RegularizedSolver", "RegularizerState",
     "ReservoirSolver", "Steer", "Taylor", "adaptive_solve", "aggregate", "error_estimate",
     "exponential_weight", "field_fn", "integrate", "kinetic_jacobian_field",
     "local_penalty", "make_step", "penalties", "solve", "stability_size", "steer_times",

@@ -18,6 +18,15 @@ def steer_times(key, t0, ts, b: float) -> jax.Array:
     """Save times shifted by U(-b, b) times their gap to the previous time, then sorted.
 
     With one save time t1 this is STEER's end time T ~ U(t1 - b (t1 - t0), t1 + b (t1 - t0)).
+
+    Args:
+        key: a PRNG key.
+        t0: the initial time.
+        ts: the increasing save times, shape (n,).
+        b: the jitter as a fraction of each gap, in (0, 1).
+
+    Returns:
+        The jittered save times, sorted, shape (n,).
     """
     if not 0 < b < 1:
         raise ValueError(f"b must lie in (0, 1), got {b!r}.")
@@ -28,7 +37,15 @@ def steer_times(key, t0, ts, b: float) -> jax.Array:
 
 
 def kinetic_jacobian_field(vector_field, eps):
-    """RNODE augmentation: d/dt (y, E_kin, E_jac) = (f, mean ||f||^2, mean ||eps^T df/dy||^2)."""
+    """RNODE augmentation: d/dt (y, E_kin, E_jac) = (f, mean ||f||^2, mean ||eps^T df/dy||^2).
+
+    Args:
+        vector_field: f(t, y, args), with `y` of shape (batch, dim).
+        eps: the Hutchinson probe, shaped like `y`.
+
+    Returns:
+        The augmented vector field of the state (y, E_kin, E_jac).
+    """
 
     def field(t, state, args):
         y, _, _ = state
@@ -45,6 +62,12 @@ def taylor_field(vector_field):
     """TayNODE (order 2) augmentation: d/dt (y, R) = (f, mean ||d^2 y / dt^2||^2).
 
     The second total derivative along the flow is the JVP of f in direction (1, f).
+
+    Args:
+        vector_field: f(t, y, args), with `y` of shape (batch, dim).
+
+    Returns:
+        The augmented vector field of the state (y, R).
     """
 
     def field(t, state, args):

@@ -4,7 +4,15 @@ import numpy as np
 
 
 def digits(seed: int, test_fraction: float = 0.2):
-    """scikit-learn's 8x8 digits scaled to [0, 1]: (x_train, y_train, x_test, y_test)."""
+    """scikit-learn's 8x8 digits scaled to [0, 1], shuffled and split.
+
+    Args:
+        seed: seed of the shuffle.
+        test_fraction: the fraction held out for testing, in (0, 1).
+
+    Returns:
+        (x_train, y_train, x_test, y_test), x of shape (n, 64).
+    """
     from sklearn.datasets import load_digits
 
     if not 0 < test_fraction < 1:
@@ -20,10 +28,23 @@ def spirals(n: int, *, seed: int, num_times: int = 40, observed: float = 0.5,
             t_max: float = 6.0, noise: float = 0.05, times=None):
     """Irregularly sampled 2-D spirals, clockwise and counter-clockwise.
 
-    All series share `num_times` sorted random times on [0, t_max] (or the given `times`,
-    e.g. those of a training set, so that a test set lies on the same grid); each keeps a
-    random `observed` fraction of them (mask), with Gaussian observation noise.
-    Returns (times (T,), x (n, T, 2) noisy, clean (n, T, 2), mask (n, T)).
+    A latent-ODE task in the style of the spirals of Chen et al. (NeurIPS 2018). All
+    series share `num_times` sorted random times on [0, t_max]; each keeps a random
+    `observed` fraction of them (mask), with Gaussian observation noise.
+
+    Args:
+        n: the number of series.
+        seed: seed of every random draw.
+        num_times: the number of times T, at least 2 (the first is 0).
+        observed: the fraction of times observed per series, in (0, 1]; the first time
+            is always observed.
+        t_max: the last possible time.
+        noise: standard deviation of the observation noise.
+        times: the times to use instead of drawn ones (e.g. those of a training set, so
+            that a test set lies on the same grid): T increasing values.
+
+    Returns:
+        (times (T,), x (n, T, 2) noisy, clean (n, T, 2), mask (n, T)).
     """
     if n < 1 or num_times < 2 or not 0 < observed <= 1:
         raise ValueError(
@@ -54,7 +75,16 @@ def spirals(n: int, *, seed: int, num_times: int = 40, observed: float = 0.5,
 
 
 def batches(arrays, batch_size: int, *, seed: int):
-    """Endless shuffled minibatches of equal size (the last partial batch is dropped)."""
+    """Endless shuffled minibatches of equal size (the last partial batch is dropped).
+
+    Args:
+        arrays: arrays of the same length, batched together.
+        batch_size: the batch size, in [1, len(arrays[0])].
+        seed: seed of the shuffles.
+
+    Returns:
+        A generator of tuples of batches, one per array.
+    """
     n = len(arrays[0])
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must lie in [1, {n}], got {batch_size}.")

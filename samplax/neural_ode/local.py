@@ -18,7 +18,7 @@ import jax.tree_util as jtu
 
 from samplax.neural_ode.regularizers import (
     AbstractForwardingSolver,
-    _check_tableau,
+    check_tableau,
     error_estimate,
     stability_size,
     stiffness_estimate,
@@ -27,11 +27,18 @@ from samplax.neural_ode.regularizers import (
 
 @functools.cache
 def _stability_size(solver_cls) -> float:
+    """`stability_size` of a solver class's tableau, computed once per class."""
     return stability_size(solver_cls.tableau)
 
 
 class LocalPenalty(eqx.Module):
-    """Error-estimate term `E * dt` and stiffness term `|rho| / stability size` of one step."""
+    """The local ERNODE and SRNODE terms of one step.
+
+    Attributes:
+        error: the error-estimate term `E * dt`.
+        stiffness: the stiffness term `|rho| / stability size`.
+        dt: the step size taken.
+    """
 
     error: jax.Array
     stiffness: jax.Array
@@ -39,8 +46,12 @@ class LocalPenalty(eqx.Module):
 
 
 def _controller_step_size(solver, term, args, t, y, t_end, rtol, atol, refinements):
-    """Initial step of `PIDController` (Hairer's heuristic), then `refinements` trial
-    steps, each rescaling dt by the controller's factor 0.9 E^(-1/(order)) in [0.2, 10]."""
+    """The step size a `PIDController` would pick to start a solve at (t, y).
+
+    Hairer's initial-step heuristic (the controller's `init`), then `refinements` trial
+    steps, each rescaling dt by the controller's factor 0.9 E^(-1/order) clipped to
+    [0.2, 10]; never past `t_end`.
+    """
     controller = diffrax.PIDController(rtol=rtol, atol=atol)
     order = solver.error_order(term)
     t_next, _ = controller.init(term, t, t_end, y, None, args, solver.func, order)
@@ -58,12 +69,29 @@ def local_penalty(term, args, t, y, t_end, *, rtol: float, atol: float, solver=N
                   dt=None, refinements: int = 2):
     """One differentiable step from the constant state `y` at time `t` towards `t_end`.
 
-    The step size is `dt` if given (e.g. the step the solver took there), otherwise what
-    the `PIDController` would pick after `refinements` trial steps from `y` (constants).
-    Gradients flow to `args` (and `term`) only. Returns a `LocalPenalty`.
+    The local regularizer of Pal et al. (ICML 2023): the step's error-estimate and
+    stiffness terms. Gradients flow to `args` (and `term`) only, so it works with every
+    diffrax adjoint.
+
+    Args:
+        term: a `diffrax.ODETerm`.
+        args: the vector field's `args` (the parameters).
+        t: the time of the step (a constant).
+        y: the state at `t` (a constant).
+        t_end: the end of the solve; the step does not go past it.
+        rtol: relative tolerance of the error estimate and the controller.
+        atol: absolute tolerance of the error estimate and the controller.
+        solver: an explicit RK solver with an FSAL tableau whose last two stages are at
+            c = 1 (default Tsit5).
+        dt: the step size (e.g. the step the solver took there); None: what the
+            `PIDController` would pick after `refinements` trial steps from `y`.
+        refinements: trial steps of the controller when `dt` is None, non-negative.
+
+    Returns:
+        A `LocalPenalty`.
     """
     solver = diffrax.Tsit5() if solver is None else solver
-    tableau = _check_tableau(solver, stiffness=True)
+    tableau = check_tableau(solver, stiffness=True)
     if not isinstance(term, diffrax.ODETerm):
         raise TypeError(f"term must be a diffrax.ODETerm, got {type(term).__name__}.")
     if refinements < 0:
@@ -83,13 +111,19 @@ def local_penalty(term, args, t, y, t_end, *, rtol: float, atol: float, solver=N
 
 
 def unbiased_time(key, t0, t1) -> jax.Array:
-    """Time uniform on [t0, t1): the unbiased sampler."""
+    """A time uniform on [t0, t1): the unbiased sampler of local regularization."""
     return jax.random.uniform(key, (), minval=t0, maxval=t1)
 
 
 class ReservoirState(eqx.Module):
-    """The biased sampler's reservoir: the number of accepted steps seen, and the start
-    time, size and state of the one step kept."""
+    """The biased sampler's reservoir.
+
+    Attributes:
+        count: the number of accepted steps seen.
+        t: the start time of the step kept.
+        dt: its size.
+        y: the state at its start.
+    """
 
     count: jax.Array
     t: jax.Array
@@ -98,23 +132,29 @@ class ReservoirState(eqx.Module):
 
 
 class ReservoirSolver(AbstractForwardingSolver):
-    """Keeps (t, dt, y) at the start of one accepted step, chosen uniformly: the biased
-    sampler.
+    """Keeps (t, dt, y) at the start of one accepted step, chosen uniformly.
 
-    Reservoir sampling in the solver state: diffrax keeps the state of accepted steps
-    only, so the n-th accepted step replaces the sample with probability 1/n. Read it
-    with `SaveAt(..., solver_state=True)` as `sol.solver_state[1]`.
+    The biased sampler of local regularization (Pal et al., ICML 2023), by reservoir
+    sampling in the solver state: diffrax keeps the state of accepted steps only, so the
+    n-th accepted step replaces the sample with probability 1/n. Read it with
+    `SaveAt(..., solver_state=True)` as `sol.solver_state[1]`, a `ReservoirState`.
+
+    Attributes:
+        solver: the wrapped solver.
+        key: the PRNG key of the draws.
     """
 
     solver: diffrax.AbstractSolver
     key: jax.Array
 
     def init(self, terms, t0, t1, y0, args):
+        """The wrapped solver's state and an empty reservoir."""
         t0 = jnp.asarray(t0)
         sample = ReservoirState(jnp.zeros((), jnp.int32), t0, jnp.zeros_like(t0), y0)
         return self.solver.init(terms, t0, t1, y0, args), sample
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One step of the wrapped solver; the step replaces the sample with probability 1/n."""
         inner, sample = solver_state
         y1, y_error, dense_info, inner, result = self.solver.step(
             terms, t0, t1, y0, args, inner, made_jump

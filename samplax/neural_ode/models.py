@@ -1,7 +1,9 @@
-"""Flax NNX models built on `integrate`: a time-dependent MLP vector field, a neural-ODE
-classifier, a latent ODE for irregularly sampled series and a 2-D continuous normalizing
-flow. Each model's forward function returns (prediction, penalty, nfe); the vector field's
-parameters travel through diffrax's `args`, so every adjoint can differentiate them.
+"""Flax NNX models built on `integrate`.
+
+A time-dependent MLP vector field, a neural-ODE classifier, a latent ODE for irregularly
+sampled series and a 2-D continuous normalizing flow. Each model's forward function
+returns (prediction, penalty, nfe); the vector field's parameters travel through
+diffrax's `args`, so every adjoint can differentiate them.
 """
 
 import flax.nnx as nnx
@@ -10,9 +12,19 @@ import jax.numpy as jnp
 
 from samplax.neural_ode.methods import NoRegularization, integrate
 
+_UNREGULARIZED = NoRegularization()  # the default method of the forward functions
+
 
 class MLPField(nnx.Module):
-    """dy/dt = MLP([y, t]) with tanh hidden layers; time is appended at every layer."""
+    """dy/dt = MLP([y, t]) with tanh hidden layers; time is appended at every layer.
+
+    Args:
+        dim: the state dimension.
+        hidden: the width of the hidden layers.
+        depth: the number of hidden layers.
+        rngs: the NNX random streams of the initialisation.
+        dtype: the parameter dtype.
+    """
 
     def __init__(self, dim: int, hidden: int, *, depth: int = 2, rngs: nnx.Rngs,
                  dtype=jnp.float32):
@@ -24,11 +36,12 @@ class MLPField(nnx.Module):
         self.layers = nnx.List(
             [
                 nnx.Linear(a + 1, b, rngs=rngs, param_dtype=dtype)
-                for a, b in zip(sizes[:-1], sizes[1:])
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
             ]
         )
 
     def __call__(self, t, y):
+        """The velocity at time `t` (a scalar) of states `y` of shape (..., dim)."""
         for i, layer in enumerate(self.layers):
             time = jnp.broadcast_to(jnp.asarray(t, y.dtype), y.shape[:-1] + (1,))
             y = layer(jnp.concatenate([y, time], axis=-1))
@@ -38,20 +51,48 @@ class MLPField(nnx.Module):
 
 
 def field_fn(module: nnx.Module):
-    """(vector_field(t, y, params), params) for a module called as module(t, y)."""
+    """Splits a module called as module(t, y) into a vector field and its parameters.
+
+    The parameters can then travel as diffrax's `args`, so every adjoint sees them.
+
+    Args:
+        module: an NNX module called as module(t, y).
+
+    Returns:
+        (vector_field(t, y, params), params).
+    """
     graphdef, params = nnx.split(module)
     return (lambda t, y, p: nnx.merge(graphdef, p)(t, y)), params
 
 
 class ODEClassifier(nnx.Module):
-    """Neural ODE on the input (Pal et al.'s MNIST model) followed by a linear head."""
+    """Neural ODE on the input (Pal et al.'s MNIST model) followed by a linear head.
+
+    Args:
+        dim: the input dimension.
+        hidden: the width of the vector field's hidden layer.
+        classes: the number of classes.
+        rngs: the NNX random streams of the initialisation.
+        dtype: the parameter dtype.
+    """
 
     def __init__(self, dim: int, hidden: int, classes: int, *, rngs: nnx.Rngs,
                  dtype=jnp.float32):
         self.field = MLPField(dim, hidden, depth=1, rngs=rngs, dtype=dtype)
         self.head = nnx.Linear(dim, classes, rngs=rngs, param_dtype=dtype)
 
-    def __call__(self, x, method=NoRegularization(), *, key=None, **solve_kwargs):
+    def __call__(self, x, method=_UNREGULARIZED, *, key=None, **solve_kwargs):
+        """Logits of the inputs after the flow from t = 0 to t = 1.
+
+        Args:
+            x: inputs of shape (batch, dim).
+            method: the regularization method.
+            key: a PRNG key, for methods that need one.
+            **solve_kwargs: passed on to `integrate` (rtol, atol, adjoint, max_steps).
+
+        Returns:
+            (logits (batch, classes), penalty, nfe).
+        """
         vf, params = field_fn(self.field)
         out = integrate(method, vf, params, x, 0.0, jnp.ones(1, x.dtype), key=key,
                         **solve_kwargs)
@@ -59,8 +100,19 @@ class ODEClassifier(nnx.Module):
 
 
 class LatentODE(nnx.Module):
-    """Latent ODE (Rubanova et al. 2019) with a GRU encoder run backwards over masked,
-    irregularly sampled observations; the encoder input is (x * mask, mask, time gap)."""
+    """Latent ODE (Rubanova et al., NeurIPS 2019) for irregularly sampled series.
+
+    A GRU encoder runs backwards over the masked observations, with input
+    (x * mask, mask, time gap), and gives the posterior of z(t0); the latent state flows
+    under an MLP vector field and a linear decoder maps it back.
+
+    Args:
+        obs_dim: the observation dimension.
+        latent: the latent dimension.
+        hidden: the width of the GRU and of the vector field.
+        rngs: the NNX random streams of the initialisation.
+        dtype: the parameter dtype.
+    """
 
     def __init__(self, obs_dim: int, latent: int, hidden: int, *, rngs: nnx.Rngs,
                  dtype=jnp.float32):
@@ -71,7 +123,13 @@ class LatentODE(nnx.Module):
         self.decoder = nnx.Linear(latent, obs_dim, rngs=rngs, param_dtype=dtype)
 
     def encode(self, times, x, mask):
-        """Posterior mean and log-variance of z(t0) from x (B, T, D) and mask (B, T)."""
+        """Posterior mean and log-variance of z(t0), each (B, latent), from x and mask.
+
+        Args:
+            times: the observation times, shape (T,).
+            x: observations of shape (B, T, D).
+            mask: 1 where observed, 0 elsewhere, shape (B, T).
+        """
         gaps = jnp.diff(times, append=times[-1])
 
         def cell(h, inputs):
@@ -87,9 +145,22 @@ class LatentODE(nnx.Module):
         stats = self.to_latent(h)
         return stats[:, : self.latent], stats[:, self.latent :]
 
-    def __call__(self, times, x, mask, method=NoRegularization(), *, key, sample=True,
+    def __call__(self, times, x, mask, method=_UNREGULARIZED, *, key, sample=True,
                  **solve_kwargs):
-        """Decoded trajectory at `times`, shape (B, T, D); also the KL term, penalty, nfe."""
+        """Decodes the latent trajectory at `times`.
+
+        Args:
+            times: the increasing observation times, shape (T,).
+            x: observations of shape (B, T, D).
+            mask: 1 where observed, 0 elsewhere, shape (B, T).
+            method: the regularization method.
+            key: a PRNG key (posterior sample and regularization).
+            sample: draw z(t0) from the posterior; False: take its mean.
+            **solve_kwargs: passed on to `integrate` (rtol, atol, adjoint, max_steps).
+
+        Returns:
+            (trajectory (B, T, D), KL term, penalty, nfe).
+        """
         key_z, key_reg = jax.random.split(key)
         mean, logvar = self.encode(times, x, mask)
         z0 = mean
@@ -103,17 +174,33 @@ class LatentODE(nnx.Module):
 
 
 class CNF(nnx.Module):
-    """Continuous normalizing flow (FFJORD, Grathwohl et al. 2019) with a Hutchinson trace.
+    """Continuous normalizing flow (FFJORD, Grathwohl et al., ICLR 2019).
 
     Data at t = 0 flows to a standard normal at t = 1;
-    log p(x) = log N(z(1)) + int_0^1 tr(df/dz) dt.
+    log p(x) = log N(z(1)) + int_0^1 tr(df/dz) dt, the trace by Hutchinson's estimator.
+
+    Args:
+        dim: the data dimension.
+        hidden: the width of the vector field's hidden layers.
+        rngs: the NNX random streams of the initialisation.
+        dtype: the parameter dtype.
     """
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.field = MLPField(dim, hidden, depth=2, rngs=rngs, dtype=dtype)
 
-    def log_prob(self, x, method=NoRegularization(), *, key, **solve_kwargs):
-        """Per-sample log-density estimate, shape (B,); also the penalty and nfe."""
+    def log_prob(self, x, method=_UNREGULARIZED, *, key, **solve_kwargs):
+        """Unbiased per-sample estimate of the log-density.
+
+        Args:
+            x: data of shape (B, dim).
+            method: the regularization method.
+            key: a PRNG key (Hutchinson probe and regularization).
+            **solve_kwargs: passed on to `integrate` (rtol, atol, adjoint, max_steps).
+
+        Returns:
+            (log p(x) estimate (B,), penalty, nfe).
+        """
         key_eps, key_reg = jax.random.split(key)
         vf, params = field_fn(self.field)
         eps = jax.random.normal(key_eps, x.shape, x.dtype)

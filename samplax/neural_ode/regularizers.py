@@ -23,8 +23,15 @@ AGGREGATIONS = ("sum", "mean", "max")
 def stability_size(tableau: diffrax.ButcherTableau) -> float:
     """Length of the real-axis stability interval [-x, 0] of an explicit RK tableau.
 
-    The stability function is R(z) = 1 + z b^T (I - z A)^{-1} 1; for Tsit5 this gives
-    3.5068, the `alg_stability_size` used by SRNODE.
+    SRNODE (Pal et al., ICML 2021) divides the stiffness estimate by it. The stability
+    function is R(z) = 1 + z b^T (I - z A)^{-1} 1; for Tsit5 this gives 3.5068, the
+    `alg_stability_size` of OrdinaryDiffEq.
+
+    Args:
+        tableau: the Butcher tableau of an explicit Runge-Kutta method.
+
+    Returns:
+        x > 0 such that |R(-s)| <= 1 for s in [0, x].
     """
     s = tableau.num_stages
     a = np.zeros((s, s))
@@ -46,13 +53,27 @@ def stability_size(tableau: diffrax.ButcherTableau) -> float:
 
 
 def _rms(tree) -> jax.Array:
+    """Root mean square over all entries of all leaves of `tree`."""
     leaves = jtu.tree_leaves(tree)
     total = sum(jnp.sum(jnp.square(x)) for x in leaves)
     return jnp.sqrt(total / sum(x.size for x in leaves))
 
 
 def error_estimate(y0, y1, y_error, rtol, atol) -> jax.Array:
-    """Tolerance-scaled RMS norm of the local error, as `diffrax.PIDController` computes it."""
+    """Tolerance-scaled RMS norm of the local error, as `diffrax.PIDController` computes it.
+
+    This is the quantity the step controller compares with 1 (ERNODE, Pal et al. 2021).
+
+    Args:
+        y0: the state at the start of the step.
+        y1: the state at the end of the step.
+        y_error: the embedded error estimate of the step.
+        rtol: relative tolerance.
+        atol: absolute tolerance.
+
+    Returns:
+        The scalar RMS of y_error / (atol + rtol * max(|y0|, |y1|)).
+    """
     scaled = jtu.tree_map(
         lambda e, a, b: e / (atol + rtol * jnp.maximum(jnp.abs(a), jnp.abs(b))),
         y_error,
@@ -65,8 +86,18 @@ def error_estimate(y0, y1, y_error, rtol, atol) -> jax.Array:
 def stiffness_estimate(tableau: diffrax.ButcherTableau, y0, y1, k, dt) -> jax.Array:
     """Dominant-eigenvalue estimate |rho| from the last two stages (Hairer's DOPRI5 test).
 
-    Needs an FSAL tableau whose last two stages sit at c = 1, so that
-    k_s - k_{s-1} = dt (f(y1) - f(g_{s-1})). Non-finite or 0/0 estimates are zero.
+    SRNODE (Pal et al. 2021) penalizes it. Needs an FSAL tableau whose last two stages
+    sit at c = 1, so that k_s - k_{s-1} = dt (f(y1) - f(g_{s-1})).
+
+    Args:
+        tableau: the solver's Butcher tableau.
+        y0: the state at the start of the step.
+        y1: the state at the end of the step.
+        k: the stage increments of the step (diffrax's `dense_info["k"]`).
+        dt: the step size.
+
+    Returns:
+        |rho| >= 0; non-finite or 0/0 estimates are zero.
     """
     row = jnp.asarray(tableau.a_lower[-2])
     g = jtu.tree_map(lambda y, kk: y + jnp.tensordot(row, kk[: row.size], axes=1), y0, k)
@@ -76,7 +107,21 @@ def stiffness_estimate(tableau: diffrax.ButcherTableau, y0, y1, k, dt) -> jax.Ar
     return jnp.where((den > 0) & jnp.isfinite(rho), rho, 0.0)
 
 
-def _check_tableau(solver, stiffness: bool) -> diffrax.ButcherTableau:
+def check_tableau(solver, stiffness: bool) -> diffrax.ButcherTableau:
+    """The tableau of `solver`, checked to give the estimates the regularizers read.
+
+    Args:
+        solver: the diffrax solver to wrap or step.
+        stiffness: whether the stiffness estimate is needed as well as the error estimate.
+
+    Returns:
+        The solver's Butcher tableau.
+
+    Raises:
+        TypeError: `solver` is not an explicit Runge-Kutta solver.
+        ValueError: it has no embedded error estimate, or (with `stiffness`) its last two
+            stages are not both at c = 1 in an FSAL tableau.
+    """
     if not isinstance(solver, diffrax.AbstractERK):
         raise TypeError(
             f"solver must be an explicit Runge-Kutta solver of diffrax (e.g. Tsit5(), "
@@ -94,7 +139,16 @@ def _check_tableau(solver, stiffness: bool) -> diffrax.ButcherTableau:
 
 
 class RegularizerState(eqx.Module):
-    """Running sums over accepted steps; `num_evaluations` counts vector-field calls."""
+    """Running sums and maxima over the accepted steps of a solve.
+
+    Attributes:
+        error_sum: sum of E * dt (E the scaled error estimate).
+        error_max: largest E * dt.
+        stiffness_sum: sum of |rho| / stability size.
+        stiffness_max: largest |rho| / stability size.
+        num_accepted: the number of accepted steps.
+        num_evaluations: vector-field calls of the accepted steps.
+    """
 
     error_sum: jax.Array
     error_max: jax.Array
@@ -105,34 +159,46 @@ class RegularizerState(eqx.Module):
 
 
 class AbstractForwardingSolver(diffrax.AbstractWrappedSolver):
-    """A wrapper that takes everything except its own `init` and `step` from `solver`."""
+    """A diffrax solver wrapper that takes everything except `init` and `step` from `solver`.
+
+    Subclasses keep their own state next to the wrapped solver's, so the step controller,
+    interpolation and orders stay those of the wrapped solver.
+    """
 
     @property
     def term_structure(self):
+        """The wrapped solver's term structure."""
         return self.solver.term_structure
 
     @property
     def interpolation_cls(self):  # pyright: ignore
+        """The wrapped solver's dense interpolation."""
         return self.solver.interpolation_cls
 
     @property
     def term_compatible_contr_kwargs(self):
+        """The wrapped solver's control keyword arguments."""
         return self.solver.term_compatible_contr_kwargs
 
     @property
     def scan_kind(self):
+        """The wrapped solver's scan kind over stages."""
         return self.solver.scan_kind
 
     def order(self, terms):
+        """The wrapped solver's order."""
         return self.solver.order(terms)
 
     def strong_order(self, terms):
+        """The wrapped solver's strong order."""
         return self.solver.strong_order(terms)
 
     def error_order(self, terms):
+        """The wrapped solver's error order, which the step controller uses."""
         return self.solver.error_order(terms)
 
     def func(self, terms, t0, y0, args):
+        """The vector field, evaluated by the wrapped solver."""
         return self.solver.func(terms, t0, y0, args)
 
 
@@ -143,6 +209,16 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver
     scaled by `atol + rtol * max(|y0|, |y1|)` (the quantity the step controller compares
     with 1), and `|rho| / stability_size`, with rho the dominant-eigenvalue estimate.
     Use it with a `PIDController` with the same `rtol` and `atol` (see `solve`).
+
+    Args:
+        solver: an explicit RK solver of diffrax with an error estimate (default Tsit5).
+        rtol: relative tolerance of the error estimate, positive.
+        atol: absolute tolerance of the error estimate, positive.
+        stiffness: also accumulate the stiffness estimate (needs Tsit5, Dopri5 or
+            another FSAL tableau whose last two stages are at c = 1).
+
+    Attributes:
+        stability_size: the real-axis stability size of the solver's tableau.
     """
 
     solver: diffrax.AbstractERK
@@ -153,7 +229,7 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver
 
     def __init__(self, solver=None, *, rtol: float, atol: float, stiffness: bool = True):
         solver = diffrax.Tsit5() if solver is None else solver
-        tableau = _check_tableau(solver, stiffness)
+        tableau = check_tableau(solver, stiffness)
         for name, value in (("rtol", rtol), ("atol", atol)):
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
@@ -164,6 +240,7 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver
         self.stability_size = stability_size(tableau)
 
     def init(self, terms, t0, t1, y0, args):
+        """The wrapped solver's state and a zero `RegularizerState`."""
         dtype = jnp.result_type(*jtu.tree_leaves(y0))
         zero = jnp.zeros((), dtype)
         count = jnp.zeros((), jnp.int32)
@@ -171,6 +248,7 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver
         return self.solver.init(terms, t0, t1, y0, args), reg
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        """One step of the wrapped solver, adding its terms to the `RegularizerState`."""
         inner, reg = solver_state
         tableau = self.solver.tableau
         if tableau.fsal:
@@ -200,7 +278,14 @@ class RegularizedSolver(diffrax.AbstractAdaptiveSolver, AbstractForwardingSolver
 
 
 class Penalties(eqx.Module):
-    """ERNODE and SRNODE terms of one solve, and its cost."""
+    """ERNODE and SRNODE terms of one solve, and its cost.
+
+    Attributes:
+        error: the aggregated error term (ERNODE).
+        stiffness: the aggregated stiffness term (SRNODE).
+        num_evaluations: vector-field calls, rejected steps included.
+        num_accepted: the number of accepted steps.
+    """
 
     error: jax.Array
     stiffness: jax.Array
@@ -209,7 +294,15 @@ class Penalties(eqx.Module):
 
 
 def aggregate(state: RegularizerState, aggregation: Aggregation = "mean") -> tuple:
-    """(error term, stiffness term) aggregated over accepted steps by sum, mean or max."""
+    """The error and stiffness terms of a solve, aggregated over its accepted steps.
+
+    Args:
+        state: the `RegularizerState` at the end of a solve.
+        aggregation: "sum", "mean" or "max".
+
+    Returns:
+        (error term, stiffness term).
+    """
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
     if aggregation == "max":
@@ -220,7 +313,8 @@ def aggregate(state: RegularizerState, aggregation: Aggregation = "mean") -> tup
     return state.error_sum / n, state.stiffness_sum / n
 
 
-_ZERO_GRADIENT_ADJOINTS = (diffrax.BacksolveAdjoint, diffrax.ImplicitAdjoint)
+# Adjoints under which diffrax gives the solver state, so a global penalty, zero gradient.
+ZERO_GRADIENT_ADJOINTS = (diffrax.BacksolveAdjoint, diffrax.ImplicitAdjoint)
 
 
 def _with_scan_kind(solver, kind: str):
@@ -236,7 +330,26 @@ def adaptive_solve(
     term, solver, t0, t1, y0, args, *, saveat, rtol, atol, dt0=None, adjoint=None,
     max_steps=4096,
 ) -> diffrax.Solution:
-    """`diffrax.diffeqsolve` with a `PIDController` and the solver state saved."""
+    """`diffrax.diffeqsolve` with a `PIDController` and the solver state saved.
+
+    Args:
+        term: the diffrax term.
+        solver: the (wrapped) solver.
+        t0: the initial time.
+        t1: the final time.
+        y0: the initial state.
+        args: the vector field's `args`.
+        saveat: what to save; `solver_state=True` is added.
+        rtol: relative tolerance of the controller.
+        atol: absolute tolerance of the controller.
+        dt0: the initial step size (None: the controller's choice).
+        adjoint: the diffrax adjoint (None: `RecursiveCheckpointAdjoint`); for
+            `ForwardMode` and `DirectAdjoint` the scan kind they need is set.
+        max_steps: the most steps the solve may take.
+
+    Returns:
+        The diffrax solution.
+    """
     adjoint = diffrax.RecursiveCheckpointAdjoint() if adjoint is None else adjoint
     if isinstance(adjoint, diffrax.ForwardMode):
         solver = _with_scan_kind(solver, "lax")
@@ -270,8 +383,16 @@ def penalties(
 ) -> Penalties:
     """Aggregated penalties and the vector-field count of a solve with `solver`.
 
-    `num_evaluations` counts every vector-field call, rejected steps included (a
-    rejected *first* step of an FSAL solver costs one call more than counted).
+    Args:
+        solver: the `RegularizedSolver` of the solve.
+        sol: its solution.
+        state: the solver's `RegularizerState` at the end of the solve.
+        aggregation: "sum", "mean" or "max" over accepted steps.
+
+    Returns:
+        `Penalties`; `num_evaluations` counts every vector-field call, rejected steps
+        included (a rejected *first* step of an FSAL solver costs one call more than
+        counted).
     """
     error, stiffness = aggregate(state, aggregation)
     tableau = solver.solver.tableau
@@ -294,17 +415,34 @@ def solve(
     aggregation: Aggregation = "mean",
     max_steps: int = 4096,
 ) -> tuple[diffrax.Solution, Penalties]:
-    """Solves with a `PIDController` at the solver's tolerances; returns (solution, penalties).
+    """Solves with a `PIDController` at the solver's tolerances and reads the penalties.
 
-    Raises for `BacksolveAdjoint` and `ImplicitAdjoint`, under which diffrax gives the
-    solver state zero gradient; use `RecursiveCheckpointAdjoint` (default),
-    `DirectAdjoint`, or local regularization.
+    Args:
+        term: the diffrax term.
+        solver: a `RegularizedSolver`.
+        t0: the initial time.
+        t1: the final time.
+        y0: the initial state.
+        args: the vector field's `args`.
+        saveat: what to save (default: the state at t1).
+        dt0: the initial step size (None: the controller's choice).
+        adjoint: the diffrax adjoint (None: `RecursiveCheckpointAdjoint`).
+        aggregation: "sum", "mean" or "max" over accepted steps.
+        max_steps: the most steps the solve may take.
+
+    Returns:
+        (diffrax solution, `Penalties`).
+
+    Raises:
+        ValueError: for `BacksolveAdjoint` and `ImplicitAdjoint`, under which diffrax
+            gives the solver state zero gradient; use `RecursiveCheckpointAdjoint`
+            (default), `DirectAdjoint`, or local regularization.
     """
     if not isinstance(solver, RegularizedSolver):
         raise TypeError(f"solver must be a RegularizedSolver, got {type(solver).__name__}.")
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}.")
-    if isinstance(adjoint, _ZERO_GRADIENT_ADJOINTS):
+    if isinstance(adjoint, ZERO_GRADIENT_ADJOINTS):
         raise ValueError(
             f"adjoint={type(adjoint).__name__}() cannot differentiate a global penalty: "
             "diffrax propagates gradients only through `ys`, so the penalty would get a "

@@ -14,8 +14,22 @@ import optax
 
 
 def exponential_weight(step, total_steps: int, start: float, end: float, delay: int = 0):
-    """0 before `delay`, then start * (end / start) ** ((step - delay) / (total_steps - delay));
-    constant after the delay when start == end."""
+    """The regularization weight at `step`: zero before `delay`, then exponential decay.
+
+    The schedule of Pal et al. (ICML 2021, 2023):
+    start * (end / start) ** ((step - delay) / (total_steps - delay)), constant after the
+    delay when start == end.
+
+    Args:
+        step: the training step (an int or a traced scalar).
+        total_steps: the number of training steps S, at least 1.
+        start: the weight at `delay`, non-negative.
+        end: the weight at S; zero if and only if `start` is.
+        delay: the number of first steps without regularization, in [0, S).
+
+    Returns:
+        The weight, a scalar array.
+    """
     if total_steps < 1:
         raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
     if not 0 <= delay < total_steps:
@@ -33,9 +47,14 @@ def exponential_weight(step, total_steps: int, start: float, end: float, delay: 
 
 @dataclass
 class History:
-    """Per-step losses, penalties, training NFE and wall times (seconds).
+    """Per-step losses, penalties, training NFE and wall times of a training run.
 
-    `step_times` excludes the first step, whose time is `compile_time`.
+    Attributes:
+        loss: the task loss of every step.
+        penalty: the penalty of every step.
+        nfe: the vector-field evaluations of every step's forward solve.
+        step_times: the wall time (seconds) of every step but the first.
+        compile_time: the wall time of the first step, compilation included.
     """
 
     loss: list = field(default_factory=list)
@@ -46,14 +65,20 @@ class History:
 
     @property
     def train_time(self) -> float:
+        """The total wall time of all steps but the first (seconds)."""
         return float(sum(self.step_times))
 
 
 def make_step(loss_fn, optimizer: optax.GradientTransformation):
-    """Jitted step(params, opt_state, batch, key, weight) -> (params, opt_state, aux).
+    """A jitted optimizer step on the task loss plus the weighted penalty.
 
-    Minimises loss_fn(params, batch, key) -> (task_loss, (penalty, nfe)) plus
-    weight * penalty; aux = (task_loss, penalty, nfe).
+    Args:
+        loss_fn: loss_fn(params, batch, key) -> (task_loss, (penalty, nfe)).
+        optimizer: the optax optimizer.
+
+    Returns:
+        step(params, opt_state, batch, key, weight) -> (params, opt_state, aux), which
+        minimises task_loss + weight * penalty; aux = (task_loss, penalty, nfe).
     """
 
     def objective(p, batch, k, weight):
@@ -70,7 +95,20 @@ def make_step(loss_fn, optimizer: optax.GradientTransformation):
 
 
 def timed_step(step, history: History, s: int, *args):
-    """Runs one training step, recording its time, loss, penalty and NFE in `history`."""
+    """Runs one training step, recording its time, loss, penalty and NFE in `history`.
+
+    Args:
+        step: a step of `make_step`.
+        history: the `History` to append to.
+        s: the step's index; the time of step 0 is recorded as the compile time.
+        *args: the step's arguments (params, opt_state, batch, key, weight).
+
+    Returns:
+        (params, opt_state) after the step.
+
+    Raises:
+        FloatingPointError: the task loss is not finite.
+    """
     start = time.perf_counter()
     params, opt_state, (task, penalty, nfe) = step(*args)
     task = float(task)
@@ -92,9 +130,22 @@ def train(loss_fn, params, optimizer: optax.GradientTransformation, batches, *, 
           weight_delay: int = 0):
     """Optax loop over `total_steps` batches of one shape with the decaying weight.
 
-    The weight is zero for the first `weight_delay` steps. The first step's time
-    (compilation) is kept apart from the training time of the remaining steps.
-    Returns (params, History).
+    The first step's time (compilation) is kept apart from the training time of the
+    remaining steps.
+
+    Args:
+        loss_fn: loss_fn(params, batch, key) -> (task_loss, (penalty, nfe)).
+        params: the initial parameters (a pytree).
+        optimizer: the optax optimizer.
+        batches: an iterable of at least `total_steps` batches.
+        key: a PRNG key; step s gets `fold_in(key, s)`.
+        total_steps: the number of steps.
+        weight_start: the regularization weight after the delay.
+        weight_end: the regularization weight at the last step.
+        weight_delay: the number of first steps with weight zero.
+
+    Returns:
+        (params, History).
     """
     step = make_step(loss_fn, optimizer)
     # Weakly typed leaves (e.g. jnp.array(1.0)) come back strongly typed from the update,

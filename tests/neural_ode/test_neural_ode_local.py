@@ -16,7 +16,6 @@ from samplax.neural_ode import (
 )
 
 
-
 def field(t, y, a):
     return a[0] * jnp.tanh(a[1] * y) + jnp.sin(t)
 
@@ -67,7 +66,7 @@ def test_local_penalties_work_with_backsolve():
         return local_loss(th, adjoint, "unbiased")[0] + 2 * local_loss(th, adjoint, "biased")[0]
 
     grads = [
-        jax.jit(jax.grad(lambda th: loss(th, adjoint)))(theta)
+        jax.jit(jax.grad(lambda th, adjoint=adjoint: loss(th, adjoint)))(theta)
         for adjoint in (diffrax.RecursiveCheckpointAdjoint(), diffrax.BacksolveAdjoint())
     ]
     np.testing.assert_allclose(grads[1], grads[0], rtol=1e-10)

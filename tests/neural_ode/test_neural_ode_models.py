@@ -24,7 +24,6 @@ from samplax.neural_ode import (
 )
 from samplax.neural_ode.data import spirals
 
-
 Y0 = np.array([[1.0, -2.0], [0.5, 3.0]])
 DECAY = lambda t, y, a: -a * y  # noqa: E731
 
@@ -120,7 +119,7 @@ def test_classifier_parameters_pass_through_args_for_backsolve():
     shift = lambda s: jax.tree.map(lambda a, d: a + s * d, params, direction)  # noqa: E731
     value = jax.jit(loss)
     fd = (value(shift(h)) - value(shift(-h))) / (2 * h)
-    ad = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction)))
+    ad = sum(jnp.sum(g * d) for g, d in zip(jax.tree.leaves(grad), jax.tree.leaves(direction), strict=True))
     np.testing.assert_allclose(ad, fd, rtol=1e-6)
     assert abs(float(fd)) > 1e-3
 

@@ -15,7 +15,6 @@ from samplax.neural_ode import (
     stability_size,
 )
 
-
 Y0 = np.array([2.5, 0.0])
 
 
