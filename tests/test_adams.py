@@ -95,5 +95,5 @@ def test_declares_itself_a_velocity_multistep_solver():
     assert solver.steps_for(10) == 10
     with pytest.raises(ValueError, match="order"):
         AdamsBashforth(order=5)
-    with pytest.raises(ValueError, match="prediction"):
+    with pytest.raises(ValueError, match="data or noise prediction"):
         sx.solvers.UniC(predictor=solver)

@@ -64,6 +64,9 @@ def test_errors_found_after_loading_the_model(capsys, tmp_path, tiny_model):
     assert code == 2 and "--label 12 is not a class" in err and len(err.splitlines()) == 1
     code, err = _error(capsys, ["--model", tiny_model, "--t-end", "5", "--outdir", str(tmp_path / "b")])
     assert code == 2 and "--t-end" in err and "outside the range" in err and len(err.splitlines()) == 1
+    code, err = _error(capsys, ["--model", tiny_model, "--t-end", "1", "--outdir", str(tmp_path / "c")])
+    assert code == 2 and "--t-end" in err and "must be greater than t_end" in err and len(err.splitlines()) == 1
+    assert not any((tmp_path / name).exists() for name in "abc")
 
 
 def test_never_overwrites_without_force(capsys, tmp_path, tiny_model):

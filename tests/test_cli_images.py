@@ -170,6 +170,10 @@ def test_bad_inputs_and_models(capsys, tmp_path, tiny_flow):
         (["--model", "digits-diffusion", "--edit", png, "--source-label", "3", "--label", "8"],
          "needs a class-conditional flow model"),
         (flow + ["--edit", png, "--source-label", "3", "--label", "11"], "--label 11 is not a class"),
+        (flow + ["--edit", png, "--source-label", "3", "--label", "8", "--solver", "fireflow"],
+         "fixed number of evaluations per step"),
+        (flow + ["--edit", png, "--source-label", "3", "--label", "8", "--solver", "reversible-heun"],
+         "needs a fixed-grid flow solver"),
     ]
     for index, (argv, message) in enumerate(cases):
         outdir = tmp_path / f"out{index}"

@@ -1,5 +1,6 @@
 """sample() and invert(): transformations, retracing, grids, inversion, sharding, errors."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -162,3 +163,66 @@ def test_sharded_sampling_matches_unsharded():
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0 and "sharded ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_every_workflow_checks_its_inputs_the_same_way(setup):
+    mixture, schedule, model = setup
+    noise = jnp.ones((2, 3))
+    flow = mixture.denoiser(sx.schedules.RectifiedFlow(), "velocity")
+    for call in (
+        lambda: sx.sample(model, "dpm++2m", noise, steps=4, t_start=0.1, t_end=0.5),
+        lambda: sx.invert(model, "dpm++2m", noise, steps=4, t_start=0.1, t_end=0.5),
+        lambda: sx.sample(model, "dpm-solver-adaptive", noise, t_start=0.1, t_end=0.5),
+        lambda: sx.reversible_invert(flow, noise, steps=4, t_start=0.1, t_end=0.5),
+        lambda: sx.tune_grid(model, "dpm++2m", 4, jax.random.PRNGKey(0), shape=(3,), t_start=0.1, t_end=0.5),
+    ):
+        with pytest.raises(ValueError, match="t_start=0.1 must be greater than t_end=0.5"):
+            call()
+    for call in (
+        lambda: sx.sample(model, "dpm++2m", noise, steps=2.5),
+        lambda: sx.tune_grid(model, "dpm++2m", 2.5, jax.random.PRNGKey(0), shape=(3,)),
+    ):
+        with pytest.raises(TypeError, match="steps must be an integer"):
+            call()
+    with pytest.raises(TypeError, match="floating-point"):
+        sx.sample(model, "dpm++2m", jnp.ones((2, 3), jnp.int32), steps=4)
+    with pytest.raises(ValueError, match="disagrees with the explicit grid, which ends at"):
+        sx.sample(model, "dpm++2m", noise, grid=jnp.linspace(1.0, 0.1, 5), t_end=0.2)
+
+
+def test_reversible_heun_by_name_samples_and_jits(x64):
+    flow = sx.GaussianMixture.random(0, 3, 2, std_range=(0.4, 0.8)).denoiser(sx.schedules.RectifiedFlow(), "velocity")
+    noise = jax.random.normal(jax.random.PRNGKey(0), (4, 3), jnp.float64)
+    by_name, info = sx.sample(flow, "reversible-heun", noise, steps=6, t_end=0.05)
+    direct, _ = sx.reversible_sample(flow, noise, steps=6, t_end=0.05)
+    np.testing.assert_array_equal(by_name, direct)
+    assert int(info.nfe) == 7
+    jitted = jax.jit(lambda n: sx.sample(flow, "reversible-heun", n, steps=6, t_end=0.05)[0])(noise)
+    np.testing.assert_allclose(jitted, by_name, atol=1e-12)
+    with pytest.raises(ValueError, match="reversible_invert"):
+        sx.invert(flow, "reversible-heun", noise, steps=6, t_end=0.05)
+
+
+def test_shared_compilation_gives_the_same_samples(setup):
+    _, _, model = setup
+    noise = jax.random.normal(jax.random.PRNGKey(0), (4, 3))
+    for name in ("dpm++2m", "deis-rhork3", "unipc-bh2-3"):
+        plain, info = sx.sample(model, name, noise, steps=6, denoise_to_zero=True)
+        shared, shared_info = sx.sample(model, name, noise, steps=6, denoise_to_zero=True, share_compilation=True)
+        np.testing.assert_allclose(shared, plain, atol=1e-5)
+        assert shared.dtype == plain.dtype and int(shared_info.nfe) == int(info.nfe)
+    with pytest.raises(ValueError, match="share_compilation"):
+        sx.sample(model, "dpm-solver-adaptive", noise, share_compilation=True)
+
+
+def test_solvers_declare_what_they_are():
+    unipc = sx.solvers.get("unipc-bh1-2")
+    noise_unipc = dataclasses.replace(unipc, predictor=sx.solvers.DPMSolver(prediction="noise"))
+    assert noise_unipc.prediction == "noise" and unipc.prediction == "data"
+    with pytest.raises(ValueError, match="not a UniC"):
+        sx.solvers.UniC(predictor=unipc)
+    with pytest.raises(TypeError, match="solver object"):
+        sx.solvers.register("mine", lambda: sx.solvers.DPMSolver())
+    assert sx.solvers.get("dpm++2m").multistep and not sx.solvers.get("dpm++2s").multistep
+    assert sx.solvers.get("fireflow").evaluations_per_step is None and sx.solvers.get("heun").steps_for(10) == 5
+    assert sx.solvers.get("heun").steps_for(9) is None and sx.solvers.get("dpm++2m").steps_for(10, True) == 9

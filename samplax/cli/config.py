@@ -17,6 +17,8 @@ from samplax import schedules, solvers
 from samplax.cli.model import Model
 from samplax.cli.options import DEFAULTS, UNCONDITIONAL, UsageError, parse_seeds
 from samplax.models import pretrained
+from samplax.samplers import editing
+from samplax.samplers.inputs import end_points
 from samplax.solvers.grids import GRIDS
 
 __all__ = ["REVERSIBLE_SOLVER", "RunConfig", "default_solver", "from_arguments", "with_model"]
@@ -192,6 +194,11 @@ def _choose_solver(config: RunConfig, model: Model):
     solver = solvers.get(name)
     if solver.adaptive and config.mode != "sample":
         raise UsageError(f"--solver {name} is adaptive; --invert and --edit need a fixed-grid solver")
+    if config.mode == "edit":
+        try:
+            editing.check_solver(solver)
+        except ValueError as error:
+            raise UsageError(f"--solver {name}: {error}") from None
     if not solver.adaptive and config.steps < solver.min_steps():
         raise UsageError(f"--solver {name} needs --steps >= {solver.min_steps()}, got {config.steps}")
     return name, solver
@@ -220,10 +227,10 @@ def with_model(config: RunConfig, model: Model):
     Returns:
         (the final configuration, the solver object it names). Raises `UsageError`.
     """
-    name, solver = _choose_solver(config, model)
     _check_labels(config, model)
+    name, solver = _choose_solver(config, model)
     try:
-        model.schedule.check_times(config.t_end)
+        end_points(model.schedule, None, config.t_end)
     except ValueError as error:
         raise UsageError(f"--t-end: {error}") from None
     return dataclasses.replace(config, solver=name, grid=config.grid or model.schedule.default_grid), solver

@@ -18,10 +18,6 @@ from samplax.samplers.denoiser import Denoiser
 __all__ = ["Model"]
 
 
-def _unplaced(array):
-    return array
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Model:
     """A loaded generative model.
@@ -73,7 +69,7 @@ class Model:
         """(H, W, C) of one image: every shipped model and checkpoint is a digits model."""
         return pretrained.IMAGE_SHAPE
 
-    def denoiser(self, labels=None, guidance_scale: float = 1.0, place: Callable = _unplaced) -> Denoiser:
+    def denoiser(self, labels=None, guidance_scale: float = 1.0, place: Callable | None = None) -> Denoiser:
         """The Denoiser for one batch.
 
         Args:
@@ -81,12 +77,14 @@ class Model:
                 a label.
             guidance_scale: classifier-free guidance weight; with labels and a weight other
                 than 1, the null label is the unconditional branch.
-            place: applied to each label array (e.g. `shard_batch` to shard it like the noise).
+            place: applied to each label array, if given (e.g. `shard_batch` to shard it like
+                the noise).
 
         Returns:
             A `samplax.Denoiser` of the network.
         """
         options = {}
+        place = place or (lambda array: array)
         if labels is not None:
             options["condition"] = {"label": place(jnp.asarray(labels, jnp.int32))}
             if guidance_scale != 1.0:

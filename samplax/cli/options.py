@@ -142,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
                    "for sampling, 1 with --invert/--edit)")
     p.add_argument("--label", type=_label, default=None,
-                   help="sampling: class of every sample, or 'none' (default: seed mod 10); --edit: the target class; "
+                   help="sampling: class of every sample, or 'none' (default: seed mod the number of classes); "
+                   "--edit: the target class; "
                    "--invert: the class to invert under (default: the input's digits:LABEL, else none)")
     p.add_argument("--source-label", type=_label, default=None,
                    help="--edit: the class of the inputs (default: LABEL of digits:LABEL inputs)")

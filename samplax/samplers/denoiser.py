@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from samplax.pytrees import static_field
 from samplax.schedules import Schedule, VPDiscrete
 from samplax.solvers.engine import Predictor
 
@@ -24,10 +25,6 @@ __all__ = ["Denoiser", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
 
 PREDICTIONS = ("noise", "data", "v", "velocity", "score")
 TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
-
-
-def _static(default=dataclasses.MISSING):
-    return dataclasses.field(default=default, metadata={"static": True})
 
 
 def _expand(value, x):
@@ -62,13 +59,13 @@ class Denoiser:
 
     network: Callable[..., jax.Array]
     schedule: Schedule
-    prediction: str = _static("noise")
-    time_input: str = _static("continuous")
+    prediction: str = static_field("noise")
+    time_input: str = static_field("continuous")
     condition: dict[str, Any] = dataclasses.field(default_factory=dict)
     unconditional: dict[str, Any] | None = None
     guidance_scale: Any = 1.0
-    threshold_ratio: float | None = _static(None)
-    threshold_max: float = _static(1.0)
+    threshold_ratio: float | None = static_field(None)
+    threshold_max: float = static_field(1.0)
 
     def __post_init__(self):
         if not callable(self.network):

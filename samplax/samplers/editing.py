@@ -28,9 +28,22 @@ from samplax.samplers.info import Info
 from samplax.samplers.inputs import as_solver, check_batch, check_model, resolve_grid
 from samplax.solvers.engine import Predictor, final_state, initial_carry, run_stages
 
-__all__ = ["edit"]
+__all__ = ["check_solver", "edit"]
 
 _RECORD = {"return_values": True}  # the network returns (output, values used)
+
+
+def check_solver(solver) -> None:
+    """Raise a ValueError unless `solver` can edit: a fixed-grid flow solver (prediction
+    'velocity') with the same number of evaluations in every step, since the values of
+    inversion stage k are injected at the matching stage of the regeneration."""
+    if solver.adaptive or solver.reversible or solver.prediction != "velocity":
+        raise ValueError(f"edit() needs a fixed-grid flow solver (velocity), such as rf-solver-2, not {solver}")
+    if solver.evaluations_per_step is None:
+        raise ValueError(
+            f"edit() needs a solver with a fixed number of evaluations per step; {type(solver).__name__} "
+            "shares evaluations between steps"
+        )
 
 
 def _injecting(predictor: Predictor) -> Predictor:
@@ -118,13 +131,7 @@ def edit(
     check_model(model, "edit")
     if model.prediction != "velocity":
         raise ValueError(f"edit() needs a flow model with prediction='velocity', got {model.prediction!r}")
-    if solver.adaptive or solver.reversible or solver.prediction != "velocity":
-        raise ValueError("edit() needs a fixed-grid flow solver (prediction 'velocity'), e.g. 'rf-solver-2'")
-    if solver.evaluations_per_step is None:
-        raise ValueError(
-            f"edit() needs a solver with a fixed number of evaluations per step; {type(solver).__name__} "
-            "shares evaluations between steps"
-        )
+    check_solver(solver)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
     steps = request.steps
     if isinstance(inject, bool) or not isinstance(inject, (int, np.integer)) or not 0 <= inject <= steps:

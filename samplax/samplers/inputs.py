@@ -95,11 +95,11 @@ def _check_grid_ends(grid, t_start, t_end) -> None:
     if isinstance(grid, jax.core.Tracer):
         return
     times = np.asarray(grid, np.float64)
-    for name, given, end in (("t_start", t_start, times[0]), ("t_end", t_end, times[-1])):
+    for name, given, end, where in (("t_start", t_start, times[0], "starts"), ("t_end", t_end, times[-1], "ends")):
         if given is None or isinstance(given, jax.core.Tracer):
             continue
         if abs(float(given) - end) > 1e-6 * max(1.0, abs(end)):
-            raise ValueError(f"{name}={float(given)} disagrees with the explicit grid, which ends at {end}")
+            raise ValueError(f"{name}={float(given)} disagrees with the explicit grid, which {where} at {end}")
 
 
 def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=None) -> Grid:

@@ -41,7 +41,7 @@ def solve_forward(model: Denoiser, solver: ReversibleHeun, noise, request: Grid,
     times = request.concrete(model.schedule)
     sigma = model.schedule.sigma(times[0]).astype(state.x.dtype)
     result, trajectory = _solve(model, solver, state.scaled(sigma), times, return_trajectory)
-    if not bool(jnp.all(jnp.isfinite(result.x))):
+    if not isinstance(result.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(result.x))):
         raise FloatingPointError("reversible sampling produced NaN or inf values; try more steps")
     return result.x, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=times, trajectory=trajectory)
 
@@ -51,7 +51,7 @@ def reversible_sample(
     noise,
     *,
     steps: int | None = None,
-    grid="uniform",
+    grid=None,
     t_start=None,
     t_end=None,
     return_trajectory: bool = False,
@@ -62,7 +62,8 @@ def reversible_sample(
         model: the `Denoiser`.
         noise: standard normal noise (batch first), or the `ReversibleState` returned by
             `reversible_invert` with the same grid, which this maps back to the data exactly.
-        steps, grid, t_start, t_end: the time grid, as for `samplax.sample`.
+        steps, grid, t_start, t_end: the time grid, as for `samplax.sample` (by default
+            the schedule's `default_grid`, uniform on flows).
 
     Returns:
         (samples, Info) with Info.nfe = steps + 1.
@@ -73,7 +74,7 @@ def reversible_sample(
     return solve_forward(model, solver, noise, request, return_trajectory)
 
 
-def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid="uniform", t_start=None, t_end=None,
+def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=None, t_start=None, t_end=None,
                       return_trajectory: bool = False):
     """Run reversible Heun from data at t_end back to noise at t_start, over the reversed
     grid. Returns (ReversibleState, Info): `state.x` is the noise (scaled like the noise of
@@ -87,7 +88,7 @@ def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid="
     reversed_times = times[::-1]
     result, trajectory = _solve(model, solver, ReversibleState.start(data), reversed_times, return_trajectory)
     noise = result.scaled(1.0 / model.schedule.sigma(times[0]).astype(data.dtype))
-    if not bool(jnp.all(jnp.isfinite(noise.x))):
+    if not isinstance(noise.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(noise.x))):
         raise FloatingPointError("reversible inversion produced NaN or inf values; try more steps")
     steps = times.shape[0] - 1
     return noise, Info(nfe=jnp.asarray(solver.evaluations(steps)), times=reversed_times, trajectory=trajectory)

@@ -132,8 +132,12 @@ def sample(
     check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
     if solver.adaptive:
+        if share_compilation:
+            raise ValueError("share_compilation applies to fixed-grid solvers; adaptive solvers choose their own steps")
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
+    if share_compilation and solver.reversible:
+        raise ValueError("share_compilation applies to solvers that run a plan, not to the reversible scheme")
     if solver.reversible:
         return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory)
     if share_compilation:
@@ -179,17 +183,13 @@ def _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajec
     the plan's shape."""
     schedule = model.schedule
     times = request.concrete(schedule)
-    if not bool(jnp.all(jnp.isfinite(times))):
-        check_finite_lambda(request.kind, np.inf, np.inf)
     plan = solver.plan(schedule, times, denoise_to_zero)
-    _check_coefficients(all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan)), solver)
-    x = schedule.sigma(times[0]) * noise
-    result, trajectory, checks = _run_shared(model, solver.prediction, plan, x, return_trajectory)
-    input_finite, output_finite = np.asarray(checks)
-    if not input_finite:
-        raise ValueError("noise contains NaN or inf values")
-    if not output_finite:
-        _check_output(jnp.asarray(np.nan), "sampling")
+    x = schedule.sigma(times[0]).astype(noise.dtype) * noise
+    result, trajectory, flags = _run_shared(model, solver.prediction, plan, x, return_trajectory)
+    input_finite, output_finite = np.asarray(flags)
+    coefficients_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan))
+    checks = [bool(input_finite), bool(jnp.all(jnp.isfinite(times))), coefficients_finite, bool(output_finite)]
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling")
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 

@@ -176,8 +176,8 @@ def tune_grid(
     noise = jax.random.normal(key, (samples, *shape), dtype)
     if reference is None:
         solver_name = reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4")
-        grid = {"steps": reference_steps, "grid": schedule.default_grid, "t_start": t_start, "t_end": t_end}
-        reference, _ = sample(model, solver_name, noise, **grid, denoise_to_zero=denoise_to_zero)
+        reference, _ = sample(model, solver_name, noise, steps=reference_steps, t_start=t_start, t_end=t_end,
+                              denoise_to_zero=denoise_to_zero)
     reference = jnp.asarray(reference, dtype)
     if reference.shape != noise.shape:
         raise ValueError(f"reference must have shape {noise.shape}, got {reference.shape}")

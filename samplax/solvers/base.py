@@ -4,7 +4,8 @@ line, benchmarks, tuning, UniC) ask the solver instead of testing its class or i
 Every solver is a frozen dataclass registered as a pytree whose fields are static
 hyperparameters. It declares:
 
-- `prediction`: what it integrates, "data", "noise" or "velocity" (a field of every solver);
+- `prediction`: what it integrates, "data", "noise" or "velocity" (a static field of every
+  solver, except UniC, which works in its predictor's);
 - `adaptive`: it chooses its own steps (`AdaptiveSolver`) instead of running a grid;
 - `reversible`: it carries a companion state that makes its solve invertible exactly;
 - `stochastic`: it draws noise along the solve;

@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.pytrees import static_field
+
 __all__ = ["Plan", "PlanBuilder", "Predictor", "final_state", "initial_carry", "run_plan", "run_stages"]
 
 
@@ -44,7 +46,7 @@ class Plan:
     output_history: jax.Array  # (H,)
     # True when every stage evaluates at the state itself (input_state = 1, input_history = 0),
     # as in multistep methods: the engine then skips the input combination.
-    evaluates_at_state: bool = dataclasses.field(default=False, metadata={"static": True})
+    evaluates_at_state: bool = static_field(False)
 
     @property
     def num_evaluations(self) -> int:

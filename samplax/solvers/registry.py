@@ -34,6 +34,10 @@ def _built_in() -> dict[str, object]:
 
 def register(name: str, solver) -> None:
     """Make `get(name)` return `solver` (a solver object of your own). Names are unique."""
+    from samplax.solvers.base import Solver
+
+    if not isinstance(solver, Solver):
+        raise TypeError(f"register() takes a solver object (a samplax.solvers.Solver), got {type(solver).__name__}")
     if name in _built_in() or name in _REGISTERED:
         raise ValueError(f"solver name {name!r} is already registered")
     _REGISTERED[name] = solver

@@ -4,7 +4,7 @@ family (the flow solvers on dx/dt and rhoRK-DEIS on dv/drho).
 
 A new solver is a frozen dataclass of hyperparameters that subclasses
 `samplax.solvers.base.FixedGridSolver` and builds its `Plan` from these pieces; its
-registry names go into the table of `samplax.solvers.registry`.
+registry names go into the `SOLVERS` table at the end of its own module.
 """
 
 from __future__ import annotations

@@ -166,29 +166,34 @@ class UniC(FixedGridSolver):
     p + 1; it follows the predictor's warm-up and lower-order-final orders.
 
     Attributes:
-        predictor: any solver that declares itself multistep (`UniP`, multistep
-            `DPMSolver`, `DEIS`, `IPNDM`, ...) on a data or noise prediction.
+        predictor: any fixed-grid solver that declares itself multistep and integrates a
+            data or noise prediction (`UniP`, multistep `DPMSolver`, `DEIS`, `IPNDM`, ...),
+            other than a UniC.
         variant: "bh1" or "bh2", as for UniP.
         order: the corrector's order, 1 to 4; None takes the predictor's order.
-        prediction: the prediction it integrates: always the predictor's (None, the
-            default, takes it; any other value must equal it).
     """
 
     predictor: FixedGridSolver = static_field(dataclasses.MISSING, default_factory=UniP)
     variant: str = static_field("bh1")
     order: int | None = static_field(None)
-    prediction: str | None = static_field(None)
 
     multistep = True
     evaluations_per_step = 1
 
     def __post_init__(self):
-        if not isinstance(self.predictor, FixedGridSolver) or not self.predictor.multistep:
-            raise ValueError(f"predictor must be a fixed-grid solver that is multistep, got {self.predictor!r}")
-        if self.prediction is None:
-            object.__setattr__(self, "prediction", self.predictor.prediction)
-        check_choice("prediction (the predictor's)", self.prediction, (self.predictor.prediction,))
+        predictor = self.predictor
+        usable = isinstance(predictor, FixedGridSolver) and not isinstance(predictor, UniC) and predictor.multistep
+        if not usable or predictor.prediction not in EXPONENTIAL_PREDICTIONS:
+            raise ValueError(
+                "predictor must be a multistep fixed-grid solver on a data or noise prediction (not a UniC), "
+                f"got {predictor!r}"
+            )
         _check_common(self.corrector_order, self.variant, self.prediction)
+
+    @property
+    def prediction(self) -> str:
+        """The corrector works in its predictor's prediction."""
+        return self.predictor.prediction
 
     @property
     def lower_order_final(self) -> bool:
