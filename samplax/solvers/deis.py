@@ -35,7 +35,15 @@ from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan
 from samplax.solvers.exponential import exponential_multistep_plan, psi
-from samplax.solvers.toolkit import TABLEAUX, check_choice, gauss_legendre, lagrange_basis, one_step_plan, past_nodes
+from samplax.solvers.toolkit import (
+    TABLEAUX,
+    OneStepMethod,
+    check_choice,
+    gauss_legendre,
+    lagrange_basis,
+    one_step_plan,
+    past_nodes,
+)
 
 __all__ = ["DEIS", "RhoRungeKutta", "IPNDM", "RHO_TABLEAUX"]
 
@@ -191,15 +199,15 @@ class RhoRungeKutta(FixedGridSolver):
                 stage_alphas.append(schedule.alpha_sigma_from_lambda(stage_lambda)[0])
         alpha_to = schedule.alpha(times[1:])
         # Stage k evaluates at alpha_k (v_i + drho sum_l a_kl eps_l), with v = x / alpha.
-        method = {
-            "node_times": jnp.stack(nodes, axis=1).reshape(-1),
-            "a": tableau.a,
-            "b": tableau.b,
-            "input_states": [stage_alpha / alpha_from for stage_alpha in stage_alphas],
-            "input_scales": [stage_alpha * step_rho for stage_alpha in stage_alphas],
-            "update_state": alpha_to / alpha_from,
-            "update_scale": alpha_to * step_rho,
-        }
+        method = OneStepMethod(
+            node_times=jnp.stack(nodes, axis=1).reshape(-1),
+            a=tableau.a,
+            b=tableau.b,
+            input_states=tuple(stage_alpha / alpha_from for stage_alpha in stage_alphas),
+            input_scales=tuple(stage_alpha * step_rho for stage_alpha in stage_alphas),
+            update_state=alpha_to / alpha_from,
+            update_scale=alpha_to * step_rho,
+        )
         return one_step_plan(schedule, times, denoise_to_zero, self.prediction, method)
 
 

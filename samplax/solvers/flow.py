@@ -32,7 +32,14 @@ from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import AdaptiveSolver, FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.toolkit import TABLEAUX, append_denoising_stage, check_choice, one_step_plan, stage_times
+from samplax.solvers.toolkit import (
+    TABLEAUX,
+    OneStepMethod,
+    append_denoising_stage,
+    check_choice,
+    one_step_plan,
+    stage_times,
+)
 
 __all__ = ["RungeKutta", "RFSolver", "FireFlow", "FlowAdaptive", "FLOW_TABLEAUX"]
 
@@ -57,15 +64,15 @@ class _VelocitySolver(FixedGridSolver):
         x + h sum_l inputs[j][l] v_l and final update x + h sum_l weights[l] v_l, where
         inputs and weights are functions of h (arrays over steps) or constants."""
         h = times[1:] - times[:-1]
-        method = {
-            "node_times": (times[:-1, None] + h[:, None] * jnp.asarray(nodes, h.dtype)[None]).reshape(-1),
-            "a": inputs,
-            "b": weights,
-            "input_states": [1.0] * len(nodes),
-            "input_scales": [h] * len(nodes),
-            "update_state": 1.0,
-            "update_scale": h,
-        }
+        method = OneStepMethod(
+            node_times=(times[:-1, None] + h[:, None] * jnp.asarray(nodes, h.dtype)[None]).reshape(-1),
+            a=inputs,
+            b=weights,
+            input_states=(1.0,) * len(nodes),
+            input_scales=(h,) * len(nodes),
+            update_state=1.0,
+            update_scale=h,
+        )
         return one_step_plan(schedule, times, denoise_to_zero, self.prediction, method)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "lagrange_basis",
     "multistep_orders",
     "multistep_plan",
+    "OneStepMethod",
     "one_step_plan",
     "past_nodes",
     "stage_times",
@@ -129,24 +130,37 @@ def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero
     return builder.build()
 
 
-def one_step_plan(schedule: Schedule, times: jax.Array, denoise_to_zero: bool, prediction: str, method: dict) -> Plan:
-    """The plan of a one-step (Runge-Kutta-like) method with len(b) stages per step, stage
-    j of step i being stage i * len(b) + j, and a final denoising stage where asked.
+@dataclasses.dataclass(frozen=True)
+class OneStepMethod:
+    """The coefficients of a one-step (Runge-Kutta-like) method over a grid, with f_l the
+    stage evaluations of a step: stage j evaluates at time node_times[step * len(b) + j]
+    and state input_states[j] x + input_scales[j] sum_l a[j][l] f_l, and the step ends at
+    update_state x + update_scale sum_l b[l] f_l. Every coefficient is a constant or an
+    array over steps."""
 
-    `method` holds "node_times" (every stage's time, step by step) and the coefficients:
-    stage j evaluates at input_states[j] x + input_scales[j] sum_l a[j][l] f_l, and the
-    step ends at update_state x + update_scale sum_l b[l] f_l. Every coefficient is a
-    constant or an array over steps; f_l are the stage evaluations of the step."""
-    a, b = method["a"], method["b"]
+    node_times: jax.Array
+    a: tuple
+    b: tuple
+    input_states: tuple
+    input_scales: tuple
+    update_state: object
+    update_scale: object
+
+
+def one_step_plan(schedule: Schedule, times: jax.Array, denoise_to_zero: bool, prediction: str,
+                  method: OneStepMethod) -> Plan:
+    """The plan of a one-step method, stage j of step i being stage i * len(b) + j, with a
+    final denoising stage where asked."""
+    a, b = method.a, method.b
     stages, steps = len(b), times.shape[0] - 1
-    builder = PlanBuilder(stage_times(method["node_times"], times, denoise_to_zero), history_size=stages)
+    builder = PlanBuilder(stage_times(method.node_times, times, denoise_to_zero), history_size=stages)
     first = np.arange(steps) * stages
     for j in range(1, stages):
         # At stage j the history holds f_{j-1}, ..., f_0 (newest first).
-        history = jnp.stack([method["input_scales"][j] * a[j][j - 1 - m] for m in range(j)], axis=1)
-        builder.set_input(first + j, method["input_states"][j], history)
-    history = jnp.stack([method["update_scale"] * b[stages - 1 - m] for m in range(stages)], axis=1)
-    builder.set_update(first + stages - 1, method["update_state"], history)
+        history = jnp.stack([method.input_scales[j] * a[j][j - 1 - m] for m in range(j)], axis=1)
+        builder.set_input(first + j, method.input_states[j], history)
+    history = jnp.stack([method.update_scale * b[stages - 1 - m] for m in range(stages)], axis=1)
+    builder.set_update(first + stages - 1, method.update_state, history)
     if denoise_to_zero:
         append_denoising_stage(builder, schedule, times[-1], prediction)
     return builder.build()
