@@ -11,6 +11,7 @@ inputs and calls the method. Parameters go through diffrax's `args`, so every ad
 sees them.
 """
 
+import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -143,30 +144,20 @@ def _augmented(problem: Problem, field, num_integrals: int) -> Output:
     return Output(ys, penalty, _evaluations(solver, sol))
 
 
-class _Method:
-    """What every regularization method provides.
-
-    Attributes:
-        needs_key: whether `solve` draws random numbers from its `key`.
-    """
+class Method(abc.ABC):
+    """What every regularization method provides: `needs_key`, whether `solve` draws
+    random numbers from its key, and `solve(problem, key)`, which solves the problem
+    `integrate` built and computes the method's penalty (key None where not needed)."""
 
     needs_key: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def solve(self, problem: Problem, key) -> Output:
-        """Solves `problem` and computes this method's penalty.
-
-        Args:
-            problem: the problem `integrate` built.
-            key: a PRNG key (None where `needs_key` is False).
-
-        Returns:
-            The method's `Output`.
-        """
-        raise NotImplementedError
+        """The method's `Output` for `problem`."""
 
 
 @dataclass(frozen=True)
-class NoRegularization(_Method):
+class NoRegularization(Method):
     """Plain maximum-likelihood training: the solve alone, with a zero penalty."""
 
     def solve(self, problem: Problem, key=None) -> Output:
@@ -175,7 +166,7 @@ class NoRegularization(_Method):
 
 
 @dataclass(frozen=True)
-class Steer(_Method):
+class Steer(Method):
     """STEER (Ghosh et al., NeurIPS 2020): save times jittered by U(-b, b) times their gap.
 
     Attributes:
@@ -195,7 +186,7 @@ class Steer(_Method):
 
 
 @dataclass(frozen=True)
-class GlobalRegularization(_Method):
+class GlobalRegularization(Method):
     """ERNODE or SRNODE (Pal et al., ICML 2021): solver heuristics over the whole solve.
 
     Attributes:
@@ -236,7 +227,7 @@ class GlobalRegularization(_Method):
 
 
 @dataclass(frozen=True)
-class LocalRegularization(_Method):
+class LocalRegularization(Method):
     """Local ERNODE or SRNODE (Pal et al., ICML 2023): one solver step at a random time.
 
     Attributes:
@@ -304,7 +295,7 @@ def _biased_sample(problem: Problem, solver: RegularizedSolver, key):
 
 
 @dataclass(frozen=True)
-class KineticJacobian(_Method):
+class KineticJacobian(Method):
     """RNODE (Finlay et al., ICML 2020): kinetic energy plus the Jacobian Frobenius norm.
 
     The Frobenius norm is Hutchinson's estimate with one Gaussian probe drawn from the key.
@@ -321,18 +312,12 @@ class KineticJacobian(_Method):
 
 
 @dataclass(frozen=True)
-class Taylor(_Method):
+class Taylor(Method):
     """TayNODE (Kelly et al., NeurIPS 2020) with the second total derivative."""
 
     def solve(self, problem: Problem, key=None) -> Output:
         """Solves `problem` with the integrated squared acceleration as extra state."""
         return _augmented(problem, baselines.taylor_field(problem.vector_field), 1)
-
-
-Method = (
-    NoRegularization | Steer | GlobalRegularization | LocalRegularization
-    | KineticJacobian | Taylor
-)
 
 
 def integrate(
