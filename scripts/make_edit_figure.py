@@ -13,9 +13,8 @@ the numbers the figures show. Existing files are replaced only with --force.
 from __future__ import annotations
 
 import argparse
-import os
+import io
 import pathlib
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 
 import samplax as sx  # noqa: E402
 from samplax.models import data, pretrained  # noqa: E402
+from samplax.models.checkpoints import write_atomic  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -38,13 +38,12 @@ INVERSION_STEPS = 10
 
 
 def _save(figure, path: pathlib.Path, force: bool) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
+    """Write the figure atomically (the library's write_atomic)."""
     if path.exists() and not force:
         raise SystemExit(f"{path} exists; pass --force to replace it")
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        figure.savefig(handle.name, dpi=90)
-    os.chmod(handle.name, 0o644)  # NamedTemporaryFile creates it private
-    os.replace(handle.name, path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    write_atomic(path, buffer.getvalue())
     plt.close(figure)
     print("wrote", path)
 

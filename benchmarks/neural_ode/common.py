@@ -1,12 +1,12 @@
 """Shared pieces of the neural-ODE experiments: the methods compared, timing, JSON."""
 
 import json
-import os
 import time
 
 import jax
 import numpy as np
 
+from samplax.models.checkpoints import write_atomic
 from samplax.neural_ode import (
     GlobalRegularization,
     KineticJacobian,
@@ -40,11 +40,8 @@ def timed(fn, *args, repeats: int = 20):
 
 
 def write_json(path, payload):
-    """Atomic write: temporary name, then rename."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
+    """Write the results atomically, through the library's one atomic writer."""
+    write_atomic(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def summarize(runs, keys):

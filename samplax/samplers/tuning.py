@@ -25,13 +25,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import as_solver, check_model, check_steps, end_points
 from samplax.samplers.sampling import sample
@@ -232,15 +232,7 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     if times.ndim != 1 or times.shape[0] < 2:
         raise ValueError(f"times must be a 1-D grid of at least 2 times, got shape {times.shape}")
     payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": metadata}
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(payload, file, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    write_atomic(path, json.dumps(payload, indent=1).encode())
 
 
 def load_grid(path: str):
