@@ -90,11 +90,14 @@ def check_steps(steps, solver) -> int:
     return int(steps)
 
 
-def _check_grid_ends(grid, t_start, t_end) -> None:
-    """t_start and t_end given beside an explicit grid must be its end points."""
+def _check_explicit_grid(grid, t_start, t_end) -> None:
+    """An explicit grid runs from noise to data, and t_start and t_end given beside it must
+    be its end points (a traced grid is not checked)."""
     if isinstance(grid, jax.core.Tracer):
         return
     times = np.asarray(grid, np.float64)
+    if not times[0] > times[-1]:
+        raise ValueError("give the grid from noise to data (decreasing times); inversion reverses it itself")
     for name, given, end, where in (("t_start", t_start, times[0], "starts"), ("t_end", t_end, times[-1], "ends")):
         if given is None or isinstance(given, jax.core.Tracer):
             continue
@@ -115,11 +118,9 @@ def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=No
         t_start, t_end = end_points(schedule, t_start, t_end)
         return Grid(steps=check_steps(steps, solver), kind=grid, t_start=t_start, t_end=t_end)
     check_grid(schedule, grid)
-    _check_grid_ends(grid, t_start, t_end)
+    _check_explicit_grid(grid, t_start, t_end)
     times = jnp.asarray(grid, jnp.result_type(float))
     if steps is not None and steps != times.shape[0] - 1:
         raise ValueError(f"steps={steps} disagrees with a grid of {times.shape[0]} times")
-    if not isinstance(grid, jax.core.Tracer) and not bool(np.asarray(grid)[0] > np.asarray(grid)[-1]):
-        raise ValueError("give the grid from noise to data (decreasing times); inversion reverses it itself")
     check_steps(times.shape[0] - 1, solver)
     return Grid(steps=times.shape[0] - 1, times=times)

@@ -131,13 +131,11 @@ def sample(
     solver = as_solver(solver, "sample")
     check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
+    if share_compilation and (solver.adaptive or solver.reversible):
+        raise ValueError(f"share_compilation applies to solvers that run a plan, not to {solver}")
     if solver.adaptive:
-        if share_compilation:
-            raise ValueError("share_compilation applies to fixed-grid solvers; adaptive solvers choose their own steps")
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
-    if share_compilation and solver.reversible:
-        raise ValueError("share_compilation applies to solvers that run a plan, not to the reversible scheme")
     if solver.reversible:
         return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory)
     if share_compilation:
@@ -167,7 +165,7 @@ def _sample_reversible(model, solver, noise, request, denoise_to_zero, return_tr
     if denoise_to_zero:
         result = model.data(result, info.times[-1].astype(result.dtype))
         _check_output(result, "sampling")
-        info = dataclasses.replace(info, nfe=info.nfe + 1)
+        info = dataclasses.replace(info, nfe=jnp.asarray(solver.evaluations(request.steps, denoise_to_zero)))
     return result, info
 
 

@@ -124,9 +124,11 @@ def run_stages(
         Predictor is auxiliary.
     """
     predictor = _as_predictor(predict)
-    rows = (predictor.prepare(plan.times), plan.input_state, plan.input_history, plan.update_state, plan.update_history)
-    rows = jax.tree.map(lambda row: row[stages], rows)
-    if rows[1].shape[0] == 0:  # nothing to run: do not trace the network at all
+    # Slice first, so that the time-only work is done for the stages run and no others.
+    coefficients = (plan.times, plan.input_state, plan.input_history, plan.update_state, plan.update_history)
+    times, *coefficients = (row[stages] for row in coefficients)
+    rows = (predictor.prepare(times), *coefficients)
+    if times.shape[0] == 0:  # nothing to run: do not trace the network at all
         return carry, (None, None)
 
     def stage(carry, row):
