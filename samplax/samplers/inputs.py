@@ -12,12 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.noise import as_noise_source, sample_keys
 from samplax.schedules import Schedule
 from samplax.solvers.base import Solver
 from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
-__all__ = ["Grid", "as_solver", "check_batch", "check_model", "check_steps", "end_points", "resolve_grid"]
+__all__ = [
+    "Grid", "as_solver", "check_batch", "check_model", "check_steps", "end_points", "noise_keys", "resolve_grid",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,3 +127,20 @@ def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=No
         raise ValueError(f"steps={steps} disagrees with a grid of {times.shape[0]} times")
     check_steps(times.shape[0] - 1, solver)
     return Grid(steps=times.shape[0] - 1, times=times)
+
+
+def noise_keys(solver, key, noise_source, batch: int):
+    """(per-sample keys, noise source) for a stochastic solver, which needs a key, and
+    (None, None) for a deterministic one, which refuses a key or a noise source."""
+    if not solver.stochastic:
+        if key is not None or noise_source is not None:
+            given = "key" if key is not None else "noise_source"
+            raise ValueError(f"{solver!r} is deterministic: {given}= applies to stochastic solvers only")
+        return None, None
+    if key is None:
+        raise ValueError(
+            f"{solver!r} is stochastic: pass key=jax.random.key(seed) (sample i then uses fold_in(key, i)) "
+            "or an array of one key per sample"
+        )
+    source = as_noise_source("independent" if noise_source is None else noise_source)
+    return sample_keys(key, batch), source

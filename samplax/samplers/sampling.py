@@ -18,7 +18,7 @@ import numpy as np
 from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.info import Info
-from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, resolve_grid
+from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
 from samplax.solvers.engine import run_plan
 from samplax.solvers.grids import check_finite_lambda, time_grid
 
@@ -26,12 +26,15 @@ __all__ = ["sample", "invert"]
 
 
 @functools.partial(
-    jax.jit, static_argnames=("solver", "kind", "steps", "denoise_to_zero", "return_trajectory", "reverse")
+    jax.jit,
+    static_argnames=("solver", "kind", "steps", "denoise_to_zero", "return_trajectory", "reverse", "noise_source"),
 )
-def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise_to_zero, return_trajectory, reverse):
+def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise_to_zero, return_trajectory, reverse,
+               keys=None, noise_source=None):
     """One compiled call: the grid (from its kind, or as given), the plan, the scan, the
     scaling between noise and the state at t_start, and finiteness flags (input, grid,
-    coefficients, output) that the caller reads with a single transfer."""
+    coefficients, output) that the caller reads with a single transfer. A stochastic
+    solver draws its noise from `noise_source` with the per-sample `keys`."""
     schedule = model.schedule
     if kind is not None:
         times = time_grid(schedule, steps, kind, t_start, t_end)
@@ -40,7 +43,8 @@ def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise
     x = state if reverse else sigma_start * state
     plan = solver.plan(schedule, run_times, denoise_to_zero)
     coefficients_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
-    result, trajectory = run_plan(plan, model.predict(solver.prediction), x, return_trajectory)
+    draw = None if keys is None else noise_source.drawer(keys, schedule, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    result, trajectory = run_plan(plan, model.predict(solver.prediction), x, return_trajectory, draw)
     if reverse:
         result = result / sigma_start
     checks = jnp.stack([
@@ -103,8 +107,11 @@ def sample(
     denoise_to_zero: bool = False,
     return_trajectory: bool = False,
     share_compilation: bool = False,
+    key=None,
+    noise_source=None,
 ):
-    """Solve the probability-flow ODE from noise at t_start to t_end.
+    """Solve the probability-flow ODE, or with a stochastic solver the reverse SDE, from
+    noise at t_start to t_end.
 
     Args:
         model: the `Denoiser`.
@@ -123,7 +130,14 @@ def sample(
             compiled program instead of inside it, so that every solver, grid and number
             of steps whose plans have the same shape (stages and history size) runs one
             compiled scan. For sweeps over many configurations; each call then costs a
-            few milliseconds more. Fixed-grid plan solvers only.
+            few milliseconds more. Deterministic fixed-grid plan solvers only.
+        key: required by stochastic solvers (`solver.stochastic`), refused by the others:
+            one key, from which sample i's key is fold_in(key, i), or an array of one key
+            per sample. Sample i's noise depends on its own key only, never on the batch.
+        noise_source: where a stochastic solver's noise comes from: "independent"
+            (default; fresh normals at every draw) or "brownian" (one Brownian path per
+            sample, the same whatever the grid, so that samples stay close as the number
+            of steps changes), or a `samplax.IndependentNoise` / `BrownianNoise` object.
 
     Returns:
         (samples, Info).
@@ -131,8 +145,9 @@ def sample(
     solver = as_solver(solver, "sample")
     check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
-    if share_compilation and (solver.adaptive or solver.reversible):
-        raise ValueError(f"share_compilation applies to solvers that run a plan, not to {solver}")
+    keys, source = noise_keys(solver, key, noise_source, noise.shape[0])
+    if share_compilation and (solver.adaptive or solver.reversible or solver.stochastic):
+        raise ValueError(f"share_compilation applies to deterministic solvers that run a plan, not to {solver}")
     if solver.adaptive:
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
@@ -142,7 +157,7 @@ def sample(
         return _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajectory)
     result, trajectory, times, checks = _run_fixed(
         model, solver, noise, request.times, request.t_start, request.t_end, request.kind, request.steps,
-        denoise_to_zero, return_trajectory, False,
+        denoise_to_zero, return_trajectory, False, keys, source,
     )
     _raise_on_checks(checks, solver, request.kind, "noise", "sampling")
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
@@ -202,6 +217,8 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
     check_batch(data, "data", finite=False)
     if solver.adaptive:
         raise ValueError("invert() needs a fixed-grid solver; adaptive solvers only sample")
+    if solver.stochastic:
+        raise ValueError(f"invert() runs the probability-flow ODE backwards; {solver!r} is stochastic")
     if solver.reversible:
         raise ValueError(
             f"{solver!r} inverts exactly only together with its companion state: use "

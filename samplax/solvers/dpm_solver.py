@@ -23,7 +23,7 @@ from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
 from samplax.solvers.toolkit import append_denoising_stage, check_choice, stage_times
 
-__all__ = ["DPMSolver", "singlestep_coefficients", "singlestep_orders"]
+__all__ = ["DPMSolver", "multistep_weights", "singlestep_coefficients", "singlestep_orders"]
 
 METHODS = ("multistep", "singlestep")
 VARIANTS = ("dpmsolver", "taylor")
@@ -40,6 +40,35 @@ def singlestep_orders(order: int, steps: int) -> np.ndarray:
     if remainder == 0:
         return np.array([3] * (steps // 3 - 1) + [2, 1], int)
     return np.array([3] * (steps // 3) + [remainder], int)
+
+
+def multistep_weights(hh, orders, order: int, variant: str):
+    """(steps, order) weights of multistep DPM-Solver on (m_i, m_{i-1}, m_{i-2}), newest
+    first, from the signed steps hh and the per-step orders (see exponential.py). The
+    stochastic DPM-Solver++ reuses them at its scaled step."""
+    # Ratios of the previous step sizes to the current one (padded where unused).
+    previous_1 = jnp.concatenate([hh[:1], hh[:-1]])
+    previous_2 = jnp.concatenate([previous_1[:1], previous_1[:-1]])
+    r0, r1 = previous_1 / hh, previous_2 / hh
+    psi_1, psi_2, psi_3 = psi(1, hh), psi(2, hh), psi(3, hh)
+    zero = jnp.zeros_like(hh)
+    # Coefficient vectors on (m_i, m_{i-1}, m_{i-2}) of the divided differences.
+    first_0 = jnp.stack([1 / r0, -1 / r0, zero], axis=1)
+    first_1 = jnp.stack([zero, 1 / r1, -1 / r1], axis=1)
+    base = jnp.stack([psi_1, zero, zero], axis=1)
+    derivative_weight = 0.5 * psi_1 if variant == "dpmsolver" else psi_2
+    weights_2 = base + derivative_weight[:, None] * first_0
+    first = first_0 + (r0 / (r0 + r1))[:, None] * (first_0 - first_1)
+    # (first_0 - first_1) / (r0 + r1) estimates h^2 m'' / 2. The reference DPM-Solver
+    # (and diffusers) use it as it is, which makes 3M second order; the 'taylor'
+    # variant uses the full h^2 m'' that the Taylor expansion calls for.
+    second = (first_0 - first_1) / (r0 + r1)[:, None]
+    if variant == "taylor":
+        second = 2.0 * second
+    weights_3 = base + psi_2[:, None] * first + psi_3[:, None] * second
+    order_column = jnp.asarray(orders)[:, None]
+    weights = jnp.where(order_column == 1, base, jnp.where(order_column == 2, weights_2, weights_3))
+    return weights[:, :order]
 
 
 @jax.tree_util.register_dataclass
@@ -83,40 +112,15 @@ class DPMSolver(FixedGridSolver):
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
         if self.multistep:
-            return exponential_multistep_plan(self, schedule, times, denoise_to_zero, self._multistep_weights)
+            return exponential_multistep_plan(
+                self, schedule, times, denoise_to_zero,
+                lambda hh, orders: multistep_weights(hh, orders, self.order, self.variant),
+            )
         builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=self.order)
         self._singlestep(builder, schedule, times)
         if denoise_to_zero:
             append_denoising_stage(builder, schedule, times[-1], self.prediction)
         return builder.build()
-
-    # -- multistep ------------------------------------------------------------------------
-
-    def _multistep_weights(self, hh, orders):
-        """(steps, order) weights of the multistep method on (m_i, m_{i-1}, m_{i-2})."""
-        # Ratios of the previous step sizes to the current one (padded where unused).
-        previous_1 = jnp.concatenate([hh[:1], hh[:-1]])
-        previous_2 = jnp.concatenate([previous_1[:1], previous_1[:-1]])
-        r0, r1 = previous_1 / hh, previous_2 / hh
-        psi_1, psi_2, psi_3 = psi(1, hh), psi(2, hh), psi(3, hh)
-        zero = jnp.zeros_like(hh)
-        # Coefficient vectors on (m_i, m_{i-1}, m_{i-2}) of the divided differences.
-        first_0 = jnp.stack([1 / r0, -1 / r0, zero], axis=1)
-        first_1 = jnp.stack([zero, 1 / r1, -1 / r1], axis=1)
-        base = jnp.stack([psi_1, zero, zero], axis=1)
-        derivative_weight = 0.5 * psi_1 if self.variant == "dpmsolver" else psi_2
-        weights_2 = base + derivative_weight[:, None] * first_0
-        first = first_0 + (r0 / (r0 + r1))[:, None] * (first_0 - first_1)
-        # (first_0 - first_1) / (r0 + r1) estimates h^2 m'' / 2. The reference DPM-Solver
-        # (and diffusers) use it as it is, which makes 3M second order; the 'taylor'
-        # variant uses the full h^2 m'' that the Taylor expansion calls for.
-        second = (first_0 - first_1) / (r0 + r1)[:, None]
-        if self.variant == "taylor":
-            second = 2.0 * second
-        weights_3 = base + psi_2[:, None] * first + psi_3[:, None] * second
-        order_column = jnp.asarray(orders)[:, None]
-        weights = jnp.where(order_column == 1, base, jnp.where(order_column == 2, weights_2, weights_3))
-        return weights[:, : self.order]
 
     # -- singlestep -----------------------------------------------------------------------
 

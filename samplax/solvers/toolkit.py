@@ -31,6 +31,8 @@ __all__ = [
     "one_step_plan",
     "past_nodes",
     "stage_times",
+    "step_intervals",
+    "vandermonde_weights",
 ]
 
 
@@ -112,22 +114,31 @@ def multistep_orders(order: int, steps: int, lower_order_final: bool, denoise_to
     return orders
 
 
-def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, update) -> Plan:
+def multistep_plan(solver, schedule: Schedule, times: jax.Array, denoise_to_zero: bool, update, noise=None) -> Plan:
     """The plan of a multistep method, one evaluation per step:
 
-        x_{i+1} = state_i x_i + sum_j history[i, j] f_{i-j},
+        x_{i+1} = state_i x_i + sum_j history[i, j] f_{i-j} (+ noise_i xi_i),
 
     with orders warming up from one (and lowered at the end with
     `solver.lower_order_final`). `update(orders)` gives (state, history), state a constant
     or a (steps,) array and history (steps, solver.order), newest evaluation first, from
-    the per-step orders."""
+    the per-step orders. A stochastic method gives `noise`, the (steps,) scales of one
+    draw per step over the step's interval (`step_intervals`)."""
     steps = times.shape[0] - 1
     builder = PlanBuilder(stage_times(times[:-1], times, denoise_to_zero), history_size=solver.order)
     orders = multistep_orders(solver.order, steps, solver.lower_order_final, denoise_to_zero)
     builder.set_update(np.arange(steps), *update(orders))
+    if noise is not None:
+        builder.set_noise(np.arange(steps), step_intervals(times), update=noise)
     if denoise_to_zero:
         append_denoising_stage(builder, schedule, times[-1], solver.prediction)
     return builder.build()
+
+
+def step_intervals(times: jax.Array) -> jax.Array:
+    """(steps, 2) pairs (t_i, t_{i+1}) of a grid: the interval of Brownian time over which
+    a step's noise is drawn (`samplax.solvers.engine.NoisePlan`)."""
+    return jnp.stack([times[:-1], times[1:]], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,3 +209,25 @@ def gauss_legendre(nodes: int):
     2 * nodes."""
     points, weights = np.polynomial.legendre.leggauss(nodes)
     return (points + 1.0) / 2.0, weights / 2.0  # on [0, 1]
+
+
+def vandermonde_weights(ratios, rhs):
+    """(steps, n) weights rho with sum_k rho_k r_k^i = rhs_i, i = 0..n-1, for distinct
+    ratios r (steps, n): quadrature weights exact on the monomials r^i when rhs holds
+    their integrals (UniPC, SA-Solver). Written out with the Lagrange basis (rho_k =
+    sum_i c_ki rhs_i, where c_k are the monomial coefficients of the basis polynomial of
+    r_k), so that it is a handful of elementwise operations for the small n used here."""
+    count = ratios.shape[1]
+    weights = []
+    for k in range(count):
+        coefficients = [jnp.ones_like(ratios[:, 0])]
+        denominator = jnp.ones_like(ratios[:, 0])
+        for j in range(count):
+            if j == k:
+                continue
+            shifted = [jnp.zeros_like(coefficients[0])] + coefficients
+            scaled = [ratios[:, j] * c for c in coefficients] + [jnp.zeros_like(coefficients[0])]
+            coefficients = [a - b for a, b in zip(shifted, scaled, strict=True)]
+            denominator = denominator * (ratios[:, k] - ratios[:, j])
+        weights.append(sum(c * rhs[:, i] for i, c in enumerate(coefficients)) / denominator)
+    return jnp.stack(weights, axis=1)

@@ -33,7 +33,7 @@ from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
-from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_orders
+from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_orders, vandermonde_weights
 
 __all__ = ["UniP", "UniC", "unipc"]
 
@@ -58,27 +58,6 @@ def _step_ratios(lambdas, count):
     return jnp.stack([(padded[count - k : count - k + steps] - current) / h for k in range(1, count + 1)], axis=1)
 
 
-def _vandermonde_weights(ratios, rhs):
-    """(steps, n) weights rho with sum_k rho_k r_k^i = rhs_i, i = 0..n-1, for distinct
-    ratios r (steps, n). Written out with the Lagrange basis (rho_k = sum_i c_ki rhs_i,
-    where c_k are the monomial coefficients of the basis polynomial of r_k), so that it is
-    a handful of elementwise operations for the small n used here."""
-    count = ratios.shape[1]
-    weights = []
-    for k in range(count):
-        coefficients = [jnp.ones_like(ratios[:, 0])]
-        denominator = jnp.ones_like(ratios[:, 0])
-        for j in range(count):
-            if j == k:
-                continue
-            shifted = [jnp.zeros_like(coefficients[0])] + coefficients
-            scaled = [ratios[:, j] * c for c in coefficients] + [jnp.zeros_like(coefficients[0])]
-            coefficients = [a - b for a, b in zip(shifted, scaled, strict=True)]
-            denominator = denominator * (ratios[:, k] - ratios[:, j])
-        weights.append(sum(c * rhs[:, i] for i, c in enumerate(coefficients)) / denominator)
-    return jnp.stack(weights, axis=1)
-
-
 def _weights(lambdas, hh, orders, variant, corrector, width):
     """(steps, width) coefficients, inside multiplier * (...), on the history entries of each
     step: (m_0, m_1, ...) for the predictor, (m_t, m_0, m_1, ...) for the corrector."""
@@ -98,12 +77,12 @@ def _weights(lambdas, hh, orders, variant, corrector, width):
                 rho = jnp.full((steps, 1), 0.5, hh.dtype)  # the paper's choice for one point
             else:
                 points = jnp.concatenate([ratios[:, :previous], jnp.ones((steps, 1), hh.dtype)], axis=1)
-                rho = _vandermonde_weights(points, rhs[:, :order])
+                rho = vandermonde_weights(points, rhs[:, :order])
             rho_previous, rho_new = rho[:, :previous], rho[:, previous]
         elif order == 2:
             rho_previous = jnp.full((steps, 1), 0.5, hh.dtype)  # the paper's choice for UniP-2
         elif previous:
-            rho_previous = _vandermonde_weights(ratios[:, :previous], rhs[:, :previous])
+            rho_previous = vandermonde_weights(ratios[:, :previous], rhs[:, :previous])
         coefficients = jnp.zeros((steps, width), hh.dtype)
         base = psis[0]
         if previous:
@@ -183,10 +162,10 @@ class UniC(FixedGridSolver):
     def __post_init__(self):
         predictor = self.predictor
         usable = isinstance(predictor, FixedGridSolver) and not isinstance(predictor, UniC) and predictor.multistep
-        if not usable or predictor.prediction not in EXPONENTIAL_PREDICTIONS:
+        if not usable or predictor.stochastic or predictor.prediction not in EXPONENTIAL_PREDICTIONS:
             raise ValueError(
-                "predictor must be a multistep fixed-grid solver on a data or noise prediction (not a UniC), "
-                f"got {predictor!r}"
+                "predictor must be a deterministic multistep fixed-grid solver on a data or noise prediction "
+                f"(not a UniC), got {predictor!r}"
             )
         _check_common(self.corrector_order, self.variant, self.prediction)
 
