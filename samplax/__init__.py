@@ -3,7 +3,9 @@
 from samplax import samplers, schedules, solvers
 from samplax.gaussian_mixture import GaussianMixture
 from samplax.samplers import (
+    BrownianNoise,
     Denoiser,
+    IndependentNoise,
     Info,
     TuneInfo,
     classifier_free_guidance,

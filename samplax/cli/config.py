@@ -15,7 +15,7 @@ import pathlib
 
 from samplax import schedules, solvers
 from samplax.cli.model import Model
-from samplax.cli.options import DEFAULTS, UNCONDITIONAL, UsageError, parse_seeds
+from samplax.cli.options import DEFAULTS, SOLVER_SETTINGS, UNCONDITIONAL, UsageError, parse_seeds
 from samplax.models import pretrained
 from samplax.samplers import editing
 from samplax.samplers.inputs import end_points
@@ -41,6 +41,12 @@ class RunConfig:
     steps: int
     grid: str | None
     t_end: float | None
+    eta: float | None
+    tau: float | None
+    churn: float | None
+    diffusion: float | None
+    snr: float | None
+    noise_source: str | None
     guidance_scale: float
     label: int | str | None
     source_label: int | str | None
@@ -194,6 +200,9 @@ def _choose_solver(config: RunConfig, model: Model):
     solver = solvers.get(name)
     if solver.adaptive and config.mode != "sample":
         raise UsageError(f"--solver {name} is adaptive; --invert and --edit need a fixed-grid solver")
+    if solver.stochastic and config.mode != "sample":
+        raise UsageError(f"--solver {name} is stochastic; --invert and --edit run the probability-flow ODE")
+    solver = _with_settings(config, name, solver)
     if config.mode == "edit":
         try:
             editing.check_solver(solver)
@@ -202,6 +211,27 @@ def _choose_solver(config: RunConfig, model: Model):
     if not solver.adaptive and config.steps < solver.min_steps():
         raise UsageError(f"--solver {name} needs --steps >= {solver.min_steps()}, got {config.steps}")
     return name, solver
+
+
+def _with_settings(config: RunConfig, name: str, solver):
+    """The solver with the settings given on the command line (--eta, --churn, ...), each
+    refused for a solver that has no such field; --noise-source only for stochastic ones."""
+    if config.noise_source is not None and not solver.stochastic:
+        raise UsageError(f"--noise-source applies to stochastic solvers; --solver {name} is deterministic")
+    fields = {field.name for field in dataclasses.fields(solver)}
+    changes = {}
+    for option, (field, _) in SOLVER_SETTINGS.items():
+        value = getattr(config, option)
+        if value is None:
+            continue
+        if field not in fields:
+            having = [n for n in solvers.names() if field in {f.name for f in dataclasses.fields(solvers.get(n))}]
+            raise UsageError(f"--{option} applies to {', '.join(having)}; not to --solver {name}")
+        changes[field] = value
+    try:
+        return dataclasses.replace(solver, **changes)
+    except ValueError as error:
+        raise UsageError(f"--solver {name}: {error}") from None
 
 
 def _check_labels(config: RunConfig, model: Model) -> None:

@@ -121,6 +121,25 @@ def _add_mode_options(p: argparse.ArgumentParser) -> None:
                       "(RF-Edit; needs a class-conditional flow model)")
 
 
+# Options that set a field of the stochastic solvers: option -> (field, help).
+SOLVER_SETTINGS = {
+    "eta": ("eta", "the posterior noise of ddim-eta/ddpm (0 DDIM, 1 DDPM) or the SDE strength of dpm++*-sde"),
+    "tau": ("tau", "sa-solver: the noise strength tau (eta = tau^2)"),
+    "churn": ("churn", "edm-churn: S_churn, the total churn over the grid"),
+    "diffusion": ("diffusion", "euler-maruyama: the noise scale relative to the reverse SDE (0: Euler on the ODE)"),
+    "snr": ("snr", "pc: the Langevin corrector's signal-to-noise ratio"),
+}
+
+
+def _add_stochastic_options(p: argparse.ArgumentParser) -> None:
+    """The settings of stochastic solvers and where their noise comes from."""
+    for option, (_, text) in SOLVER_SETTINGS.items():
+        p.add_argument(f"--{option}", type=float, default=None, help=text + " (default: the solver's)")
+    p.add_argument("--noise-source", choices=("independent", "brownian"), default=None,
+                   help="stochastic solvers: fresh normals at every step, or one Brownian path per seed that "
+                   "stays the same when --steps changes (default: independent)")
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of samplax-sample (every option is described in docs/cli.md).
 
@@ -138,6 +157,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras, shifted "
                    "(default: logsnr for diffusion, uniform for flow)")
     p.add_argument("--t-end", type=float, default=None, help="final time (default: the schedule's t_min)")
+    _add_stochastic_options(p)
     p.add_argument("--guidance-scale", type=float, default=None,
                    help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
                    "for sampling, 1 with --invert/--edit)")

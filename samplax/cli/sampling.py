@@ -18,9 +18,10 @@ from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL, UsageError
 from samplax.samplers.sharding import shard_batch
 
-__all__ = ["BASE_SEED", "run_sample"]
+__all__ = ["BASE_SEED", "SOLVER_NOISE_SEED", "run_sample"]
 
 BASE_SEED = 0  # sample i's noise is normal(fold_in(PRNGKey(BASE_SEED), seed_i))
+SOLVER_NOISE_SEED = 1  # a stochastic solver's key for seed i is fold_in(key(SOLVER_NOISE_SEED), seed_i)
 
 
 def _labelled(config: RunConfig, model: Model) -> bool:
@@ -51,6 +52,7 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
     """
     base = jax.random.PRNGKey(BASE_SEED)
     noise_for = jax.jit(jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), model.image_shape)))
+    solver_keys = jax.jit(jax.vmap(lambda s: jax.random.fold_in(jax.random.key(SOLVER_NOISE_SEED), s)))
     outdir = pathlib.Path(config.outdir)
     started = time.perf_counter()
     tiles, nfe, first_batch_s = {}, [], None
@@ -62,9 +64,10 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
         batch = seeds[index[0] : index[0] + real]
         noise = shard_batch(noise_for(jnp.asarray(padded)))
         denoiser = model.denoiser(_labels(config, model, padded), config.guidance_scale, place=shard_batch)
+        stochastic = {"key": solver_keys(jnp.asarray(padded)), "noise_source": config.noise_source}
         try:
             images, info = samplax.sample(denoiser, solver, noise, steps=config.steps, grid=config.grid,
-                                          t_end=config.t_end)
+                                          t_end=config.t_end, **(stochastic if solver.stochastic else {}))
         except FloatingPointError as error:
             raise RuntimeError(f"{error}; nothing was written for these seeds") from None
         pixels = to_pixels(jax.device_get(images))[: len(batch)]
@@ -131,6 +134,9 @@ def run_sample(config: RunConfig, model: Model, solver) -> tuple[dict, str] | No
         "first_batch_s": None if first_batch_s is None else round(first_batch_s, 3),
         "model_config": model.record(),
         "t_end": config.t_end,
+        "solver_settings": repr(solver),
+        "noise_source": (config.noise_source or "independent") if solver.stochastic else None,
+        "solver_noise_keys": f"fold_in(key({SOLVER_NOISE_SEED}), seed)" if solver.stochastic else None,
         "images": len(config.seeds),
     }
     return record, f"{len(config.seeds)} samples"

@@ -1,14 +1,18 @@
-"""Workflows a user calls: the Denoiser adapter, guidance, sample() and invert()."""
+"""Workflows a user calls: the Denoiser adapter, guidance, sample() and invert(), and the
+noise sources of stochastic sampling."""
 
 from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.info import Info
+from samplax.samplers.noise import BrownianNoise, IndependentNoise
 from samplax.samplers.reversible import reversible_invert, reversible_sample
 from samplax.samplers.sampling import invert, sample
 from samplax.samplers.tuning import TuneInfo, load_grid, save_grid, tune_grid
 
 __all__ = [
+    "BrownianNoise",
     "Denoiser",
+    "IndependentNoise",
     "Info",
     "TuneInfo",
     "classifier_free_guidance",

@@ -37,8 +37,10 @@ def check_solver(solver) -> None:
     """Raise a ValueError unless `solver` can edit: a fixed-grid flow solver (prediction
     'velocity') with the same number of evaluations in every step, since the values of
     inversion stage k are injected at the matching stage of the regeneration."""
-    if solver.adaptive or solver.reversible or solver.prediction != "velocity":
-        raise ValueError(f"edit() needs a fixed-grid flow solver (velocity), such as rf-solver-2, not {solver}")
+    if solver.adaptive or solver.reversible or solver.stochastic or solver.prediction != "velocity":
+        raise ValueError(
+            f"edit() needs a deterministic fixed-grid flow solver (velocity), such as rf-solver-2, not {solver}"
+        )
     if solver.evaluations_per_step is None:
         raise ValueError(
             f"edit() needs a solver with a fixed number of evaluations per step; {type(solver).__name__} "
