@@ -33,11 +33,17 @@ from problems import markdown_table, write_json  # noqa: E402
 import samplax  # noqa: E402
 from samplax import metrics  # noqa: E402
 from samplax.cli import default_solver  # noqa: E402
+from samplax.cli.sampling import SOLVER_NOISE_SEED  # noqa: E402
 from samplax.models import data, pretrained  # noqa: E402
 
 # solver -> NFE budgets; the first solver of each model also gets the 100-NFE reference.
 SOLVERS = {
-    "digits-diffusion": {"dpm++2m": (5, 10, 20, 100), "dpm++3m": (10, 20), "unipc-bh2-2": (10, 20), "ddim": (10, 20)},
+    "digits-diffusion": {
+        "dpm++2m": (5, 10, 20, 100), "dpm++3m": (10, 20), "unipc-bh2-2": (10, 20), "ddim": (10, 20),
+        # stochastic: noise keys per seed as in the command line
+        "ddpm": (10, 20, 50), "dpm++2m-sde": (10, 20, 50), "dpm++3m-sde": (10, 20, 50), "sa-solver-3": (10, 20, 50),
+        "edm-churn": (10, 20, 50),
+    },
     "digits-flow": {"euler": (5, 10, 20, 100), "heun": (10, 20), "midpoint": (10, 20), "rf-solver-2": (10, 20)},
     "digits-flow-attention": {"euler": (5, 10, 20, 100), "heun": (10, 20), "rf-solver-2": (10, 20)},
 }
@@ -50,7 +56,10 @@ def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
     noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
     labels = np.asarray(seeds) % 10
     model = pretrained.denoiser(model_name, labels=labels, guidance_scale=guidance)
-    images, info = samplax.sample(model, solver_name, noise, steps=steps)  # the schedule's default grid
+    options = {}
+    if samplax.solvers.get(solver_name).stochastic:
+        options["key"] = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(SOLVER_NOISE_SEED), s))(seeds)
+    images, info = samplax.sample(model, solver_name, noise, steps=steps, **options)  # the schedule's default grid
     return np.asarray(images), labels, int(info.nfe)
 
 
@@ -59,11 +68,14 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--models", default=",".join(SOLVERS))
+    p.add_argument("--solvers", default=None, help="comma-separated: only these solvers (default: all of the model)")
     p.add_argument("--out", default=str(ROOT / "results" / "digits_quality.json"))
     args = p.parse_args()
     rows = []
     for model_name in args.models.split(","):
         for solver_name, nfes in SOLVERS[model_name].items():
+            if args.solvers and solver_name not in args.solvers.split(","):
+                continue
             solver = samplax.solvers.get(solver_name)
             for target in nfes:
                 steps = solver.steps_for(target)

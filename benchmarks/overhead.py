@@ -25,6 +25,13 @@ from problems import write_json  # noqa: E402
 
 import samplax as sx  # noqa: E402
 
+# (solver, noise source): the deterministic ones, and the stochastic ones with each source.
+SOLVERS = (
+    ("dpm++2m", None), ("dpm++3m", None), ("dpm++3s", None), ("ddim", None),
+    ("ddpm", "independent"), ("dpm++2m-sde", "independent"), ("dpm++2m-sde", "brownian"),
+    ("sa-solver", "independent"), ("edm-churn", "independent"), ("pc", "independent"),
+)
+
 # -- timing ------------------------------------------------------------------------------
 
 
@@ -69,21 +76,23 @@ def timing(samples_per_batch: int = 256, repeats: int = 7):
             times.append(time.perf_counter() - start)
         return min(times)
 
-    def samples(name, steps):
-        return sx.sample(model, name, noise, steps=steps)[0]
+    def samples(name, steps, source=None):
+        options = {} if source is None else {"key": jax.random.key(0), "noise_source": source}
+        return sx.sample(model, name, noise, steps=steps, **options)[0]
 
     results = {"network_call_ms": {}, "overhead": {}, "compile_s": {}}
-    for name in ("dpm++2m", "dpm++3m", "dpm++3s", "ddim"):
+    for name, source in SOLVERS:
         for steps in (10, 20):
-            count_array = jnp.zeros((steps,))
+            label = f"{name} steps={steps}" + (f" noise={source}" if source else "")
+            count_array = jnp.zeros((sx.solvers.get(name).evaluations(steps),))
             network_calls(noise, count_array).block_until_ready()
-            sx.sample(model, name, noise, steps=steps)  # compile
+            samples(name, steps, source)  # compile
             limit, wall = [], []
             for _ in range(repeats):
                 limit.append(best_of(network_calls, noise, count_array))
-                wall.append(best_of(samples, name, steps))
-            results["network_call_ms"][f"{name} steps={steps}"] = 1e3 * min(limit) / steps
-            results["overhead"][f"{name} steps={steps}"] = min(wall) / min(limit)
+                wall.append(best_of(samples, name, steps, source))
+            results["network_call_ms"][label] = 1e3 * min(limit) / count_array.shape[0]
+            results["overhead"][label] = min(wall) / min(limit)
     for steps in (5, 20):
         jax.clear_caches()
         start = time.perf_counter()

@@ -37,6 +37,14 @@ def diffusion_problem(samples: int = 1000, seed: int = 0, noise_seed: int = 1):
     return mixture, schedule, noise.astype(np.float32), reference
 
 
+def stochastic_problem(samples: int = 8192, seed: int = 0, noise_seed: int = 1):
+    """The sharp mixture under the DDPM discrete schedule, for samplers compared in
+    distribution (stochastic ones end anywhere in the data distribution, so there is no
+    per-sample reference). Returns (mixture, schedule, noise)."""
+    mixture, noise = _mixture_and_noise(samples, seed, noise_seed)
+    return mixture, sx.schedules.VPDiscrete.ddpm_linear(), noise.astype(np.float32)
+
+
 def rectified_flow_problem(samples: int = 500, seed: int = 0, noise_seed: int = 1):
     """The same mixture under the rectified-flow path. Returns (mixture, model, noise,
     reference): the mixture's exact velocity as a Denoiser, standard normal noise at t = 1

@@ -160,3 +160,31 @@ def test_default_solver_follows_the_schedule():
     assert cli.default_solver(flow) == "euler" and cli.default_solver(flow, "edit") == "rf-solver-2"
     assert cli.default_solver(diffusion) == "dpm++2m" and cli.default_solver(diffusion, "invert") == "dpm++2m"
     assert cli.default_solver("rectified-flow", "invert") == "rf-solver-2"  # a registry name works too
+
+
+def test_stochastic_solver_options_and_noise(capsys, tmp_path, tiny_model):
+    """Stochastic solvers: each seed's image independent of the batch size, its settings
+    and noise source in run.json; their options refused where they do not apply."""
+    seeds = [4, 1, 2]
+    runs = {}
+    for batch_size in (1, 3):
+        outdir = tmp_path / f"b{batch_size}"
+        argv = ["--model", tiny_model, "--solver", "dpm++2m-sde", "--eta", "0.5", "--noise-source", "brownian",
+                "--seeds", "4,1-2", "--steps", "3", "--batch-size", str(batch_size), "--outdir", str(outdir),
+                "--no-progress"]
+        assert cli.main(argv) == 0
+        runs[batch_size] = _pixels(outdir, seeds)
+    np.testing.assert_array_equal(runs[1], runs[3])
+    record = json.loads((tmp_path / "b3" / "run.json").read_text())
+    assert record["noise_source"] == "brownian" and "eta=0.5" in record["solver_settings"]
+    assert record["arguments"]["eta"] == 0.5 and record["solver_noise_keys"].startswith("fold_in")
+    for argv, message in [
+        (["--solver", "dpm++2m", "--eta", "0.5"], "--eta applies to"),
+        (["--solver", "ddpm", "--churn", "3"], "--churn applies to edm-churn"),
+        (["--solver", "dpm++2m", "--noise-source", "brownian"], "--noise-source applies to stochastic"),
+        (["--solver", "ddpm", "--eta", "3"], "eta must lie in [0, 1]"),
+        (["--solver", "ddpm", "--invert", "digits:3:0"], "is stochastic"),
+    ]:
+        code, err = _error(capsys, ["--model", tiny_model, *argv, "--outdir", str(tmp_path / "bad")])
+        assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()

@@ -228,6 +228,8 @@ def _with_settings(config: RunConfig, name: str, solver):
             having = [n for n in solvers.names() if field in {f.name for f in dataclasses.fields(solvers.get(n))}]
             raise UsageError(f"--{option} applies to {', '.join(having)}; not to --solver {name}")
         changes[field] = value
+    if not changes:
+        return solver
     try:
         return dataclasses.replace(solver, **changes)
     except ValueError as error:
