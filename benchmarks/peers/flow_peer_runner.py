@@ -22,17 +22,15 @@ t = 1, and nfes. The output npz holds, for every config name C and model-call co
     versions         JSON string     library versions
 """
 
-import argparse
 import importlib.metadata
 import json
-import os
 import sys
 import time
 
 import diffusers
 import numpy as np
 import torch
-from peer_runner import MixturePosterior, save_npz
+from peer_runner import MixturePosterior, read_arguments, save_npz
 
 
 class MixtureVelocityModel(MixturePosterior):
@@ -100,18 +98,7 @@ def run_flow(class_name, kwargs, model_time, problem, noise, nfe):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problem", required=True, help="problem npz (means, stds, weights, noise, nfes)")
-    parser.add_argument("--out", required=True, help="results npz to write")
-    parser.add_argument("--only", default="", help="run only configs whose name contains this string")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    args = parser.parse_args()
-    if os.path.exists(args.out) and not args.force:
-        parser.error(f"--out {args.out} exists; pass --force to overwrite it")
-
-    torch.set_num_threads(1)
-    problem = dict(np.load(args.problem))
-    noise = torch.as_tensor(problem["noise"], dtype=torch.float32)
+    args, problem, noise = read_arguments(__doc__.split("\n")[0], "means, stds, weights, noise, nfes")
     versions = {
         "python": sys.version.split()[0],
         "torch": torch.__version__,

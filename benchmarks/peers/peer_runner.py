@@ -318,20 +318,30 @@ def save_npz(path, arrays):
     os.replace(handle.name, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problem", required=True, help="problem npz (means, stds, weights, betas, noise, nfes)")
+def read_arguments(description, problem_fields, extra=()):
+    """The arguments every peer runner takes (--problem, --out, --only, --force, and
+    `extra`: (flag, help) pairs), refusing to overwrite --out without --force; then the
+    problem npz and its noise, torch on one thread. Returns (args, problem, noise)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--problem", required=True, help=f"problem npz ({problem_fields})")
     parser.add_argument("--out", required=True, help="results npz to write")
-    parser.add_argument("--dpm-solver-path", help="path to the official dpm_solver_pytorch.py")
+    for flag, text in extra:
+        parser.add_argument(flag, help=text)
     parser.add_argument("--only", default="", help="run only configs whose name contains this string")
     parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = parser.parse_args()
     if os.path.exists(args.out) and not args.force:
         parser.error(f"--out {args.out} exists; pass --force to overwrite it")
-
     torch.set_num_threads(1)
     problem = dict(np.load(args.problem))
-    noise = torch.as_tensor(problem["noise"], dtype=torch.float32)
+    return args, problem, torch.as_tensor(problem["noise"], dtype=torch.float32)
+
+
+def main():
+    args, problem, noise = read_arguments(
+        __doc__.split("\n")[0], "means, stds, weights, betas, noise, nfes",
+        [("--dpm-solver-path", "path to the official dpm_solver_pytorch.py")],
+    )
     nfes = [int(n) for n in problem["nfes"]]
     k_sampling, k_external = load_k_diffusion()
     versions = {

@@ -19,7 +19,6 @@ every config name C, model-call count N (the NFE the peer actually used) and see
     versions         JSON string     library versions
 """
 
-import argparse
 import importlib.metadata
 import json
 import math
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_runner import MixtureEpsModel, load_k_diffusion, make_scheduler, save_npz  # noqa: E402
+from peer_runner import MixtureEpsModel, load_k_diffusion, make_scheduler, read_arguments, save_npz  # noqa: E402
 
 # ---------------------------------------------------------------- k-diffusion
 
@@ -273,19 +272,7 @@ def run_jobs(jobs, nfes, seeds):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--problem", required=True,
-                        help="problem npz (means, stds, weights, betas, noise, nfes, seeds)")
-    parser.add_argument("--out", required=True, help="results npz to write")
-    parser.add_argument("--only", default="", help="run only configs whose name contains this string")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    args = parser.parse_args()
-    if os.path.exists(args.out) and not args.force:
-        parser.error(f"--out {args.out} exists; pass --force to overwrite it")
-
-    torch.set_num_threads(1)
-    problem = dict(np.load(args.problem))
-    noise = torch.as_tensor(problem["noise"], dtype=torch.float32)
+    args, problem, noise = read_arguments(__doc__.split("\n")[0], "means, stds, weights, betas, noise, nfes, seeds")
     versions = library_versions()
     jobs = {name: job for name, job in make_jobs(problem, noise, versions).items() if args.only in name}
     arrays, configs = run_jobs(jobs, [int(n) for n in problem["nfes"]], [int(s) for s in problem["seeds"]])

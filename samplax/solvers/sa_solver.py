@@ -48,6 +48,9 @@ from samplax.solvers.toolkit import (
 __all__ = ["SASolver"]
 
 MAX_ORDER = 4
+# diffusers' default tau function, tau = 1 on DDPM timesteps 200-800 and 0 elsewhere, as
+# the noise levels sigma / alpha of those timesteps on the DDPM linear schedule.
+DEFAULT_TAU_INTERVAL = (0.7236, 25.736)
 
 
 def _adams_weights(nodes, start, h, eta, orders, width):
@@ -77,15 +80,15 @@ class SASolver(FixedGridSolver):
         tau: the noise strength, eta = tau^2 (0: the probability-flow ODE, 1: the reverse
             SDE).
         tau_interval: (low, high) noise levels sigma / alpha (as EDM's sigma) outside which
-            tau is 0; None applies tau everywhere. diffusers' default, tau = 1 on DDPM
-            timesteps 200-800, is about (0.14, 3.1) on the DDPM schedule.
+            tau is 0; None applies tau everywhere. The default is diffusers' default tau
+            function (tau = 1 on DDPM timesteps 200-800) in noise levels.
         lower_order_final: lower both orders over the last steps.
     """
 
     predictor_order: int = static_field(3)
     corrector_order: int = static_field(4)
     tau: float = static_field(1.0)
-    tau_interval: tuple[float, float] | None = static_field(None)
+    tau_interval: tuple[float, float] | None = static_field(DEFAULT_TAU_INTERVAL)
     lower_order_final: bool = static_field(True)
 
     prediction = "data"
@@ -154,6 +157,6 @@ class SASolver(FixedGridSolver):
 
 # The registry names of these solvers (samplax.solvers.get).
 SOLVERS = {
-    "sa-solver": SASolver(predictor_order=2, corrector_order=2),  # diffusers' defaults, tau = 1 everywhere
+    "sa-solver": SASolver(predictor_order=2, corrector_order=2),  # diffusers' defaults
     "sa-solver-3": SASolver(predictor_order=3, corrector_order=4),
 }
