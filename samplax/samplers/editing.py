@@ -39,7 +39,7 @@ def check_solver(solver) -> None:
     inversion stage k are injected at the matching stage of the regeneration."""
     if solver.adaptive or solver.reversible or solver.stochastic or solver.prediction != "velocity":
         raise ValueError(
-            f"edit() needs a deterministic fixed-grid flow solver (velocity), such as rf-solver-2, not {solver}"
+            f"edit() needs a fixed-grid flow solver (velocity, deterministic), such as rf-solver-2, not {solver}"
         )
     if solver.evaluations_per_step is None:
         raise ValueError(
