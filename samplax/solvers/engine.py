@@ -153,11 +153,9 @@ def _langevin_factor(snr, noise, prediction):
     return jnp.where(snr > 0, snr.astype(noise.dtype) ** 2 * ratio, 1.0)
 
 
-def _noisy_stage(state, history, prediction, point_noise, rows, noise_rows):
+def _noisy_stage(state, history, prediction, point_noise, update_state, update_history, update_noise, langevin):
     """The update of a stochastic stage: the deterministic combination plus the scaled
     draw, with the Langevin step-size control where the plan asks for it."""
-    update_state, update_history = rows
-    update_noise, langevin = noise_rows[1], noise_rows[2]
     dtype = state.dtype
     if langevin is not None:
         factor = _langevin_factor(langevin, point_noise, prediction)
@@ -192,15 +190,14 @@ def run_stages(
     _check_noise(plan, draw)
     predictor = _as_predictor(predict)
     noise_plan = plan.noise
-    indices = jnp.arange(plan.num_evaluations)
     # Slice first, so that the time-only work is done for the stages run and no others.
-    coefficients = (plan.times, indices, plan.input_state, plan.input_history, plan.update_state, plan.update_history)
+    coefficients = (plan.times, plan.input_state, plan.input_history, plan.update_state, plan.update_history)
     times, *coefficients = (row[stages] for row in coefficients)
-    noise_rows = None
+    noise_rows = None  # only a stochastic plan scans its noise rows and stage indices
     if noise_plan is not None:
         langevin = None if noise_plan.langevin is None else noise_plan.langevin[stages]
         last = plan.num_evaluations  # the output's draw is not a stage's
-        noise_rows = (noise_plan.input[stages], noise_plan.update[stages], langevin,
+        noise_rows = (jnp.arange(last)[stages], noise_plan.input[stages], noise_plan.update[stages], langevin,
                       noise_plan.intervals[:last][stages], noise_plan.streams[:last][stages])
     rows = (predictor.prepare(times), *coefficients)
     if times.shape[0] == 0:  # nothing to run: do not trace the network at all
@@ -208,10 +205,10 @@ def run_stages(
 
     def stage(carry, row):
         state, history = carry
-        (prepared, index, input_state, input_history, update_state, update_history), noise_row, stage_input = row
+        (prepared, input_state, input_history, update_state, update_history), noise_row, stage_input = row
         point = state if plan.evaluates_at_state else _combine(input_state, input_history, state, history)
         if noise_row is not None:
-            input_noise, update_noise, _, interval, stream = noise_row
+            index, input_noise, update_noise, langevin, interval, stream = noise_row
             used = (input_noise != 0) | (update_noise != 0)
             point_noise = _draw(draw, used, index, interval, stream, state)
             point = point + input_noise.astype(state.dtype) * point_noise
@@ -225,7 +222,9 @@ def run_stages(
             state = _combine(update_state, update_history, state, history)
         else:
             pushed = (prediction,) + history[:-1]
-            state = _noisy_stage(state, pushed, prediction, point_noise, (update_state, update_history), noise_row)
+            state = _noisy_stage(
+                state, pushed, prediction, point_noise, update_state, update_history, update_noise, langevin
+            )
             history = pushed
         return (state, history), (state if return_trajectory else None, output)
 
