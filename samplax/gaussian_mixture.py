@@ -66,22 +66,37 @@ class GaussianMixture:
         noise = jax.random.normal(key_noise, (count, self.dimension), self.means.dtype)
         return self.means[component] + self.stds[component, None] * noise
 
-    def posterior_means(self, x, alpha, sigma):
-        """(E[x_0 | x_t = x], E[noise | x_t = x]) at noise level (alpha, sigma), scalars or
-        (B,). Both are computed directly, so they stay finite where alpha or sigma is 0."""
+    def _components(self, x, alpha, sigma):
+        """(log w_k + log N(x; alpha mu_k, v_k I) + D/2 log 2 pi (B, K), v_k (B or 1, K, 1),
+        x - alpha mu_k (B, K, D)) at noise level (alpha, sigma), scalars or (B,)."""
         dtype = x.dtype
         alpha = jnp.reshape(jnp.asarray(alpha, dtype), (-1, 1, 1))
         sigma = jnp.reshape(jnp.asarray(sigma, dtype), (-1, 1, 1))
-        means, stds = self.means.astype(dtype), self.stds.astype(dtype)
-        variance = alpha**2 * stds[None, :, None] ** 2 + sigma**2  # (B or 1, K, 1)
-        difference = x[:, None, :] - alpha * means[None]  # (B, K, D)
+        variance = alpha**2 * self.stds.astype(dtype)[None, :, None] ** 2 + sigma**2
+        difference = x[:, None, :] - alpha * self.means.astype(dtype)[None]
         log_density = (
             jnp.log(self.weights.astype(dtype))
             - 0.5 * jnp.sum(difference**2, axis=-1) / variance[..., 0]
             - 0.5 * self.dimension * jnp.log(variance[..., 0])
         )
+        return log_density, variance, difference
+
+    def log_density(self, x, alpha, sigma):
+        """log p_t(x) (B,) of x_t = alpha x_0 + sigma noise, in closed form: the mixture
+        of N(alpha mu_k, (alpha^2 s_k^2 + sigma^2) I), which the probability-flow ODE
+        transports exactly from one noise level to another."""
+        log_density = jax.scipy.special.logsumexp(self._components(x, alpha, sigma)[0], axis=-1)
+        return log_density - 0.5 * self.dimension * jnp.log(2.0 * jnp.pi)
+
+    def posterior_means(self, x, alpha, sigma):
+        """(E[x_0 | x_t = x], E[noise | x_t = x]) at noise level (alpha, sigma), scalars or
+        (B,). Both are computed directly, so they stay finite where alpha or sigma is 0."""
+        log_density, variance, difference = self._components(x, alpha, sigma)
+        alpha = jnp.reshape(jnp.asarray(alpha, x.dtype), (-1, 1, 1))
+        sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1, 1))
         posterior = jax.nn.softmax(log_density, axis=-1)[..., None]  # (B, K, 1)
-        data = means[None] + alpha * stds[None, :, None] ** 2 / variance * difference
+        stds = self.stds.astype(x.dtype)[None, :, None]
+        data = self.means.astype(x.dtype)[None] + alpha * stds**2 / variance * difference
         noise = sigma / variance * difference
         return jnp.sum(posterior * data, axis=1), jnp.sum(posterior * noise, axis=1)
 

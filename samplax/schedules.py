@@ -75,6 +75,14 @@ class Schedule(abc.ABC):
         _, d_sigma = jax.jvp(self.sigma, (t,), (jnp.ones_like(t),))
         return d_alpha, d_sigma
 
+    def drift_and_diffusion(self, t):
+        """(f, g^2) of the forward SDE dx = f x dt + g dW whose marginals are this schedule's:
+        f = d log alpha / dt and g^2 = d sigma^2 / dt - 2 f sigma^2 (Song et al. 2021)."""
+        d_alpha, d_sigma = self.alpha_sigma_derivatives(t)
+        f = d_alpha / self.alpha(t)
+        sigma = self.sigma(t)
+        return f, 2.0 * sigma * d_sigma - 2.0 * f * sigma**2
+
     def check_times(self, *times: float) -> None:
         """Raise a ValueError naming the range when a concrete time lies outside it."""
         for value in times:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from samplax.predictions import PREDICTIONS, TIME_INPUTS, broadcast_to_batch
 from samplax.schedules import Schedule, VPDiscrete
 
 __all__ = [
@@ -27,8 +28,6 @@ __all__ = [
     "uniform_time",
 ]
 
-PREDICTIONS = ("noise", "data", "v", "velocity", "score")
-TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
 
 
 def network_time(schedule: Schedule, t, time_input: str):
@@ -60,10 +59,6 @@ TIME_DENSITIES = {"uniform": uniform_time, "logit-normal": logit_normal_time}
 def squared_error(prediction, target):
     """Mean squared error per sample, (batch,)."""
     return jnp.mean(jnp.square(prediction - target).reshape(prediction.shape[0], -1), axis=1)
-
-
-def _expand(value, x):
-    return jnp.reshape(value, (-1,) + (1,) * (x.ndim - 1))
 
 
 def _labels(batch, key, label_dropout: float, null_label: int | None):
@@ -129,7 +124,7 @@ def denoising_loss(
         else:
             t = uniform_time(time_key, n, low, schedule.t_max)
         noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
-        alpha, sigma = _expand(schedule.alpha(t), x0), _expand(schedule.sigma(t), x0)
+        alpha, sigma = broadcast_to_batch(schedule.alpha(t), x0), broadcast_to_batch(schedule.sigma(t), x0)
         x_t = alpha * x0 + sigma * noise
         labels = _labels(batch, label_key, label_dropout, null_label)
         out = _call(model, x_t, network_time(schedule, t, time_input), labels)
@@ -141,8 +136,8 @@ def denoising_loss(
             return jnp.mean(squared_error(out, alpha * noise - sigma * x0))
         if prediction == "score":
             return jnp.mean(squared_error(sigma * out, -noise))
-        d_alpha, d_sigma = schedule.alpha_sigma_derivatives(t)
-        return jnp.mean(squared_error(out, _expand(d_alpha, x0) * x0 + _expand(d_sigma, x0) * noise))
+        d_alpha, d_sigma = (broadcast_to_batch(value, x0) for value in schedule.alpha_sigma_derivatives(t))
+        return jnp.mean(squared_error(out, d_alpha * x0 + d_sigma * noise))
 
     return loss
 
@@ -175,7 +170,7 @@ def flow_matching_loss(
         time_key, noise_key, label_key = jax.random.split(key, 3)
         t = time_density(time_key, x0.shape[0])
         noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
-        x_t = (1.0 - _expand(t, x0)) * x0 + _expand(t, x0) * noise
+        x_t = (1.0 - broadcast_to_batch(t, x0)) * x0 + broadcast_to_batch(t, x0) * noise
         out = _call(model, x_t, t, _labels(batch, label_key, label_dropout, null_label))
         return jnp.mean(distance(out, noise - x0))
 

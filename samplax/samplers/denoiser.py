@@ -17,20 +17,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from samplax.predictions import PREDICTIONS, TIME_INPUTS, broadcast_to_batch, data_and_noise
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule, VPDiscrete
 from samplax.solvers.engine import Predictor
 
 __all__ = ["Denoiser", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
-
-PREDICTIONS = ("noise", "data", "v", "velocity", "score")
-TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
-
-
-def _expand(value, x):
-    """A scalar or per-sample (batch,) coefficient, shaped to broadcast against x."""
-    value = jnp.asarray(value, x.dtype)
-    return value if value.ndim == 0 else value.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 @jax.tree_util.register_dataclass
@@ -151,22 +143,10 @@ class Denoiser:
     # -- conversions -----------------------------------------------------------------------
 
     def _data_and_noise(self, x, features, out):
-        alpha, sigma = _expand(features["alpha"], x), _expand(features["sigma"], x)
-        if self.prediction == "noise":
-            return (x - sigma * out) / alpha, out
-        if self.prediction == "data":
-            return out, (x - alpha * out) / sigma
-        if self.prediction == "score":
-            noise = -sigma * out
-            return (x - sigma * noise) / alpha, noise
-        if self.prediction == "v":
-            # x = alpha x0 + sigma eps and v = alpha eps - sigma x0, solved for (x0, eps).
-            norm = alpha**2 + sigma**2
-            return (alpha * x - sigma * out) / norm, (sigma * x + alpha * out) / norm
-        # velocity: x = alpha x0 + sigma eps and dx/dt = alpha' x0 + sigma' eps.
-        d_alpha, d_sigma = _expand(features["d_alpha"], x), _expand(features["d_sigma"], x)
-        determinant = alpha * d_sigma - sigma * d_alpha
-        return (d_sigma * x - sigma * out) / determinant, (alpha * out - d_alpha * x) / determinant
+        return data_and_noise(
+            self.prediction, x, out, features["alpha"], features["sigma"],
+            features.get("d_alpha"), features.get("d_sigma"),
+        )
 
     def _threshold(self, data):
         if self.threshold_ratio is None:
@@ -191,12 +171,12 @@ class Denoiser:
         data, noise = self._data_and_noise(x, features, out)
         if self.threshold_ratio is not None:
             data = self._threshold(data)
-            noise = (x - _expand(features["alpha"], x) * data) / _expand(features["sigma"], x)
+            noise = (x - broadcast_to_batch(features["alpha"], x) * data) / broadcast_to_batch(features["sigma"], x)
         if kind == "data":
             return data
         if kind == "noise":
             return noise
-        return _expand(features["d_alpha"], x) * data + _expand(features["d_sigma"], x) * noise
+        return broadcast_to_batch(features["d_alpha"], x) * data + broadcast_to_batch(features["d_sigma"], x) * noise
 
     def data(self, x, t):
         """Prediction of the clean sample x0 (thresholded if asked)."""

@@ -29,14 +29,6 @@ PREDICTORS = ("reverse-diffusion", "ancestral")
 CORRECTORS = ("langevin", "none")
 
 
-def _drift_and_diffusion(schedule: Schedule, times):
-    """(f, g^2) of the forward SDE at `times`."""
-    d_alpha, d_sigma = schedule.alpha_sigma_derivatives(times)
-    f = d_alpha / schedule.alpha(times)
-    sigma = schedule.sigma(times)
-    return f, 2.0 * sigma * d_sigma - 2.0 * f * sigma**2
-
-
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class EulerMaruyama(FixedGridSolver):
@@ -71,7 +63,7 @@ class EulerMaruyama(FixedGridSolver):
 
     def plan(self, schedule: Schedule, times: jax.Array, denoise_to_zero: bool = False) -> Plan:
         t, dt = times[:-1], times[1:] - times[:-1]
-        f, g2 = _drift_and_diffusion(schedule, t)
+        f, g2 = schedule.drift_and_diffusion(t)
         # s = -eps / sigma, so -(1 + xi^2) g^2 s / 2 dt = (1 + xi^2) g^2 / (2 sigma) dt eps.
         noise_weight = (1.0 + self.diffusion**2) * g2 / (2.0 * schedule.sigma(t)) * dt
         noise = self.diffusion * jnp.sqrt(g2 * jnp.abs(dt))
