@@ -64,6 +64,13 @@ def parser() -> argparse.ArgumentParser:
                    help="null-label probability for guidance (default: %(default)s)")
     p.add_argument("--time-density", choices=("uniform", "logit-normal"), default="logit-normal",
                    help="flow-matching time density (default: %(default)s)")
+    p.add_argument("--fokker-planck-weight", type=float, default=0.0,
+                   help="weight of the Fokker-Planck penalty on the learned score (diffusion only; default: 0, off)")
+    p.add_argument("--fokker-planck-divergence", choices=("exact", "hutchinson"), default="hutchinson",
+                   help="how the penalty takes the score's divergence (default: %(default)s)")
+    p.add_argument("--fokker-planck-samples", type=int, default=16,
+                   help="samples of each batch the penalty is evaluated on; it differentiates the network three "
+                   "times (default: %(default)s)")
     p.add_argument("--checkpoint", help="training checkpoint to save and resume (default: outputs/NAME.train.msgpack)")
     p.add_argument("--checkpoint-every", type=int, default=1000, help="(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
@@ -93,6 +100,10 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     if out.suffix != ".msgpack":
         parser().error(f"--out must end in .msgpack, got {args.out!r}")
+    if args.fokker_planck_weight != 0.0 and args.task != "diffusion":
+        parser().error("--fokker-planck-weight applies to the diffusion task only")
+    if args.fokker_planck_weight < 0.0 or args.fokker_planck_samples < 1:
+        parser().error("--fokker-planck-weight must be >= 0 and --fokker-planck-samples positive")
 
     import flax.nnx as nnx
     import jax
@@ -115,7 +126,11 @@ def main(argv=None) -> int:
     model = networks.build(network, network_kwargs, seed=args.seed)
     if args.task == "diffusion":
         schedule = VPDiscrete.ddpm_linear()
-        loss = losses.denoising_loss(schedule, "noise", "discrete", label_dropout=args.label_dropout, null_label=10)
+        loss = losses.denoising_loss(
+            schedule, "noise", "discrete", label_dropout=args.label_dropout, null_label=10,
+            fokker_planck_weight=args.fokker_planck_weight, fokker_planck_divergence=args.fokker_planck_divergence,
+            fokker_planck_samples=args.fokker_planck_samples,
+        )
         spec = {"schedule": "ddpm", "prediction": "noise", "time_input": "discrete", "null_label": 10}
     elif args.task == "flow":
         loss = losses.flow_matching_loss(args.time_density, label_dropout=args.label_dropout, null_label=10)

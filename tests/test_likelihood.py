@@ -4,6 +4,10 @@ The probability-flow ODE of the exact denoiser transports the mixture's marginal
 noise level onto its marginal at another, so with that marginal as the prior the computed
 log p must equal the closed form at t_end (up to the solver's tolerance)."""
 
+import importlib.util
+import json
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +17,7 @@ import samplax as sx
 from samplax.samplers.likelihood import ExactDivergence, Hutchinson, bits_per_dim, log_likelihood
 
 DIMENSION = 4
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "likelihood.py"
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +136,18 @@ def test_bad_inputs_are_refused_by_name(mixture):
         bits_per_dim(model, x, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"must lie in \[0, 256\)"):
         bits_per_dim(model, jnp.full((2, 4), 256), key=jax.random.key(0))
+
+
+def test_likelihood_script_reports_bits_per_dim_of_a_shipped_model(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("likelihood_script", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "bpd.json"
+    argv = ["digits-flow", "--limit", "3", "--rtol", "1e-2", "--atol", "1e-2", "--json", str(out)]
+    assert script.main(argv) == 0
+    result = json.loads(out.read_text())
+    # 17 grey levels: a model no better than uniform has log2(17) = 4.09 bits per pixel.
+    assert 0.0 < result["bits_per_dim"] < 4.09 and result["images"] == 3 and result["mean_nfe"] > 2
+    with pytest.raises(SystemExit):
+        script.main(argv)  # never overwrites a result
+    assert "exists" in capsys.readouterr().err

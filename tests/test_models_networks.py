@@ -15,19 +15,18 @@ from samplax.schedules import RectifiedFlow
 @pytest.fixture(scope="module")
 def unet():
     """A small UNet with random weights (every weight random, so no zero-initialised layer
-    hides part of the network). Built abstractly and filled by one compiled function:
-    initialising eagerly compiles every initialiser separately, which is slow on CPU."""
+    hides part of the network). Built abstractly and filled from one normal draw, cut into
+    the weights' shapes: initialising eagerly compiles every initialiser separately, and one
+    draw per weight in a jitted function takes some 40 s to compile on CPU."""
     kwargs = dict(widths=(8, 16), blocks_per_level=1, attention_levels=(1,), groups=4, time_features=8,
                   time_scale=1000.0, num_classes=10)
     model = nnx.eval_shape(lambda: networks.UNet(**kwargs, rngs=nnx.Rngs(0)))
     leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-
-    @jax.jit
-    def random_weights():
-        keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-        return [0.3 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys, strict=True)]
-
-    nnx.update(model, jax.tree.unflatten(treedef, random_weights()))
+    sizes = [leaf.size for leaf in leaves]
+    flat = 0.3 * np.asarray(jax.random.normal(jax.random.PRNGKey(1), (sum(sizes),)))
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    weights = [jnp.asarray(piece.reshape(leaf.shape), leaf.dtype) for piece, leaf in zip(pieces, leaves, strict=True)]
+    nnx.update(model, jax.tree.unflatten(treedef, weights))
     return model
 
 
@@ -42,11 +41,12 @@ def call(module, x, t, label=None, values=None):
 
 
 def test_shapes_and_labels(unet):
-    x = jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 1))
-    t = jnp.full((4,), 0.5)
-    out, _ = call(unet, x, t, label=jnp.arange(4))
+    # Batch 2, as in the other tests, so that the jitted calls are compiled once for all.
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+    t = jnp.full((2,), 0.5)
+    out, _ = call(unet, x, t, label=jnp.arange(2))
     assert out.shape == x.shape
-    null, _ = call(unet, x, t, label=jnp.full((4,), 10))
+    null, _ = call(unet, x, t, label=jnp.full((2,), 10))
     np.testing.assert_allclose(np.asarray(call(unet, x, t)[0]), np.asarray(null), atol=1e-6)  # no label = null label
     assert float(jnp.abs(out - null).max()) > 1e-3
     with pytest.raises(ValueError, match="divisible"):

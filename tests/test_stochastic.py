@@ -101,13 +101,14 @@ def test_predictor_corrector_follows_the_mixture_up_to_the_langevin_bias(x64):
 @pytest.mark.parametrize("name", ["euler-maruyama", "dpm++2m-sde"])
 def test_strong_order_one_on_a_fixed_brownian_path(x64, name):
     """On one Brownian path per sample, the error to a 1024-step solve of the same path
-    falls at strong order 1 (additive noise), log-log slope within 0.3."""
+    falls at strong order 1 (additive noise), log-log slope within 0.3 (measured 1.10
+    and 1.07 between 32 and 128 steps; each step count is a compilation of its own)."""
     mixture = sx.GaussianMixture.random(0, 4, 3, (0.3, 0.6))
     model = mixture.denoiser(sx.schedules.VPLinear(), "noise")
     noise = jax.random.normal(jax.random.key(1), (64, 4))
     options = dict(key=jax.random.key(0), noise_source="brownian", grid="uniform", t_end=1e-2)
     reference, _ = sx.sample(model, name, noise, steps=1024, **options)
-    steps = np.array([32, 64, 128])
+    steps = np.array([32, 128])
     errors = [float(jnp.sqrt(jnp.mean((sx.sample(model, name, noise, steps=int(n), **options)[0] - reference) ** 2)))
               for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]

@@ -3,6 +3,8 @@ cheap to compile, and saved like a trained model."""
 
 import flax.nnx as nnx
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from samplax.models import checkpoints, networks
 
@@ -14,17 +16,17 @@ KINDS = {
 
 
 def random_network(seed: int):
-    """A tiny UNet with small random weights, built abstractly and filled by one compiled
-    function (eager initialisation compiles every initialiser separately: slow on CPU)."""
+    """A tiny UNet with small random weights, built abstractly and filled from one normal
+    draw cut into the weights' shapes (eager initialisation compiles every initialiser
+    separately, and one draw per weight in a jitted function takes some 40 s to compile on
+    CPU)."""
     model = nnx.eval_shape(lambda: networks.UNet(**TINY, rngs=nnx.Rngs(0)))
     leaves, treedef = jax.tree.flatten(nnx.state(model, nnx.Param))
-
-    @jax.jit
-    def weights():
-        keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
-        return [0.05 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys, strict=True)]
-
-    nnx.update(model, jax.tree.unflatten(treedef, weights()))
+    sizes = [leaf.size for leaf in leaves]
+    flat = 0.05 * np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (sum(sizes),)))
+    pieces = np.split(flat, np.cumsum(sizes)[:-1])
+    weights = [jnp.asarray(piece.reshape(leaf.shape), leaf.dtype) for piece, leaf in zip(pieces, leaves, strict=True)]
+    nnx.update(model, jax.tree.unflatten(treedef, weights))
     return model
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from samplax.models.fokker_planck import DIVERGENCES, fokker_planck_penalty, score_from_output
 from samplax.predictions import PREDICTIONS, TIME_INPUTS, broadcast_to_batch
 from samplax.schedules import Schedule, VPDiscrete
 
@@ -83,6 +84,23 @@ def _check(label_dropout: float):
         raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
 
 
+def _regression_error(prediction: str, schedule: Schedule, t, x0, noise, out):
+    """Per-sample squared error of the output of a network with this `prediction` at
+    x_t = alpha x0 + sigma noise; a score is weighted by sigma^2 (its error is that of
+    -sigma out against the noise)."""
+    alpha, sigma = broadcast_to_batch(schedule.alpha(t), x0), broadcast_to_batch(schedule.sigma(t), x0)
+    if prediction == "noise":
+        return squared_error(out, noise)
+    if prediction == "data":
+        return squared_error(out, x0)
+    if prediction == "v":
+        return squared_error(out, alpha * noise - sigma * x0)
+    if prediction == "score":
+        return squared_error(sigma * out, -noise)
+    d_alpha, d_sigma = (broadcast_to_batch(value, x0) for value in schedule.alpha_sigma_derivatives(t))
+    return squared_error(out, d_alpha * x0 + d_sigma * noise)
+
+
 def denoising_loss(
     schedule: Schedule,
     prediction: str = "noise",
@@ -91,6 +109,9 @@ def denoising_loss(
     label_dropout: float = 0.0,
     null_label: int | None = None,
     t_min: float | None = None,
+    fokker_planck_weight: float = 0.0,
+    fokker_planck_divergence: str = "exact",
+    fokker_planck_samples: int | None = None,
 ) -> Callable:
     """Denoising loss on any schedule (Ho et al. 2020; Song et al. 2021; Salimans & Ho 2022).
 
@@ -100,6 +121,13 @@ def denoising_loss(
     which makes it the noise loss up to sign, the usual score-matching weighting). Time is
     uniform over the schedule's training steps for `time_input="discrete"`, otherwise
     uniform on [t_min, t_max].
+
+    With `fokker_planck_weight` w > 0 the loss adds w times the Fokker-Planck penalty of
+    the network's score at the same noisy points and times (`fokker_planck_penalty`, with
+    the "exact" or "hutchinson" divergence), which pulls the probability-flow ODE and the
+    reverse SDE of the model towards the same distribution (Deveney et al. 2023). The
+    penalty differentiates the network three times; `fokker_planck_samples` evaluates it
+    on the first that many samples of each batch only, to bound its cost.
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -110,6 +138,12 @@ def denoising_loss(
     if prediction == "v" and schedule.is_flow:
         raise ValueError("prediction='v' is for diffusion schedules; use 'velocity' for flows")
     _check(label_dropout)
+    if fokker_planck_weight < 0.0:
+        raise ValueError(f"fokker_planck_weight must be >= 0, got {fokker_planck_weight}")
+    if fokker_planck_divergence not in DIVERGENCES:
+        raise ValueError(f"fokker_planck_divergence must be one of {DIVERGENCES}, got {fokker_planck_divergence!r}")
+    if fokker_planck_samples is not None and fokker_planck_samples < 1:
+        raise ValueError(f"fokker_planck_samples must be positive, got {fokker_planck_samples}")
     low = schedule.t_min if t_min is None else t_min
     if schedule.is_flow and low <= 0.0 and prediction in ("noise", "score"):
         raise ValueError("noise and score prediction need t_min > 0 on the rectified-flow schedule")
@@ -128,16 +162,21 @@ def denoising_loss(
         x_t = alpha * x0 + sigma * noise
         labels = _labels(batch, label_key, label_dropout, null_label)
         out = _call(model, x_t, network_time(schedule, t, time_input), labels)
-        if prediction == "noise":
-            return jnp.mean(squared_error(out, noise))
-        if prediction == "data":
-            return jnp.mean(squared_error(out, x0))
-        if prediction == "v":
-            return jnp.mean(squared_error(out, alpha * noise - sigma * x0))
-        if prediction == "score":
-            return jnp.mean(squared_error(sigma * out, -noise))
-        d_alpha, d_sigma = (broadcast_to_batch(value, x0) for value in schedule.alpha_sigma_derivatives(t))
-        return jnp.mean(squared_error(out, d_alpha * x0 + d_sigma * noise))
+        value = jnp.mean(_regression_error(prediction, schedule, t, x0, noise, out))
+        if fokker_planck_weight == 0.0:
+            return value
+
+        count = n if fokker_planck_samples is None else min(fokker_planck_samples, n)
+        penalty_labels = None if labels is None else labels[:count]
+
+        def score(x, times):
+            output = _call(model, x, network_time(schedule, times, time_input), penalty_labels)
+            return score_from_output(prediction, schedule, x, output, times)
+
+        penalty = fokker_planck_penalty(
+            score, schedule, x_t[:count], t[:count], divergence=fokker_planck_divergence, key=jax.random.fold_in(key, 1)
+        )
+        return value + fokker_planck_weight * penalty
 
     return loss
 

@@ -20,81 +20,17 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import ClassVar
 
 import diffrax
 import jax
 import jax.numpy as jnp
 
+from samplax.divergence import ExactDivergence, Hutchinson
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import check_batch, check_model, end_points
 from samplax.samplers.noise import sample_keys
 
 __all__ = ["ExactDivergence", "Hutchinson", "LikelihoodInfo", "bits_per_dim", "log_likelihood"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ExactDivergence:
-    """The exact trace of the Jacobian of the ODE's vector field: one forward-mode product
-    per dimension of a sample, `chunk_size` of them at a time (memory grows with the chunk,
-    not with the dimension)."""
-
-    chunk_size: int = 16
-    needs_key: ClassVar[bool] = False
-
-    def __post_init__(self):
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
-
-    def __call__(self, field, x, probes):
-        """(field(x), div field(x)) for one sample x."""
-        value, linear = jax.linearize(field, x)
-        size = x.size
-        chunk = min(self.chunk_size, size)
-        count = -(-size // chunk)
-        indices = jnp.arange(count * chunk).reshape(count, chunk)
-
-        def diagonal(rows):  # the Jacobian's diagonal entries at `rows` (padding rows give 0)
-            valid = rows < size
-            basis = jax.nn.one_hot(jnp.where(valid, rows, 0), size, dtype=x.dtype) * valid[:, None]
-            products = jax.vmap(linear)(basis.reshape((chunk,) + x.shape)).reshape(chunk, size)
-            return jnp.sum(products * basis, axis=1)
-
-        return value, jnp.sum(jax.lax.map(diagonal, indices))
-
-
-@dataclasses.dataclass(frozen=True)
-class Hutchinson:
-    """Hutchinson's unbiased trace estimate E[u^T J u] (Hutchinson 1989; used for
-    likelihoods by FFJORD, Grathwohl et al. 2019), averaged over `probes` vectors u per
-    sample with independent Rademacher or standard normal entries. The probes are drawn
-    once per sample and held fixed along its trajectory, so the integrand stays smooth for
-    the adaptive solver; the log-likelihood is then unbiased and its variance falls as
-    1 / probes. Rademacher probes have the smaller variance (Hutchinson 1989)."""
-
-    probes_per_sample: int = 1
-    distribution: str = "rademacher"
-    needs_key: ClassVar[bool] = True
-
-    def __post_init__(self):
-        count = self.probes_per_sample
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"probes_per_sample must be a positive integer, got {count!r}")
-        if self.distribution not in ("rademacher", "gaussian"):
-            raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {self.distribution!r}")
-
-    def probes(self, key, like):
-        """(probes_per_sample, *like.shape) probe vectors for one sample."""
-        shape = (self.probes_per_sample,) + like.shape
-        if self.distribution == "rademacher":
-            return jax.random.rademacher(key, shape, like.dtype)
-        return jax.random.normal(key, shape, like.dtype)
-
-    def __call__(self, field, x, probes):
-        """(field(x), the estimate of div field(x)) for one sample x."""
-        value, linear = jax.linearize(field, x)
-        products = jax.vmap(linear)(probes)
-        return value, jnp.mean(jnp.sum((probes * products).reshape(probes.shape[0], -1), axis=1))
 
 
 @jax.tree_util.register_dataclass
@@ -165,7 +101,7 @@ def log_likelihood(
     model: Denoiser,
     data,
     *,
-    divergence: ExactDivergence | Hutchinson = ExactDivergence(),
+    divergence: ExactDivergence | Hutchinson | None = None,
     key=None,
     t_start=None,
     t_end=None,
@@ -182,7 +118,8 @@ def log_likelihood(
             the log-density of the distribution the guided ODE samples, the pushforward of
             the prior by its flow (not a Bayesian posterior).
         data: (batch, ...) points at t_end (clean data when t_end is the schedule's end).
-        divergence: `ExactDivergence()` or `Hutchinson(probes_per_sample, distribution)`.
+        divergence: `ExactDivergence()` (the default) or `Hutchinson(probes_per_sample,
+            distribution)`.
         key: for Hutchinson probes (sample i uses fold_in(key, i), or one key per sample).
         t_start, t_end: the noise and data ends (default: the schedule's t_max and t_min;
             t_end = 0 on rectified flow needs a network predicting velocity or noise).
@@ -198,6 +135,7 @@ def log_likelihood(
     """
     check_model(model, "log_likelihood")
     check_batch(data, "data")
+    divergence = ExactDivergence() if divergence is None else divergence
     if not isinstance(divergence, (ExactDivergence, Hutchinson)):
         raise TypeError(f"divergence must be ExactDivergence() or Hutchinson(...), got {type(divergence).__name__}")
     if divergence.needs_key and key is None:
@@ -298,7 +236,7 @@ def bits_per_dim(
     dequantise_key, probe_key = jax.random.split(key)
     uniform = jax.random.uniform(dequantise_key, images.shape, jnp.result_type(float))
     x = 2.0 * (images + uniform) / levels - 1.0
-    divergence = options.get("divergence", ExactDivergence())
+    divergence = options.get("divergence") or ExactDivergence()
     log_p, info = log_likelihood(model, x, key=probe_key if divergence.needs_key else None, **options)
     dimension = math.prod(images.shape[1:])
     return -log_p / (dimension * math.log(2.0)) + math.log2(levels) - 1.0, info
