@@ -7,7 +7,7 @@ model is trained (MLP, VP-linear schedule, noise prediction; `denoising_loss` wi
 - the gap: the distance between its ODE samples (dpm++2m, 100 steps) and its SDE samples
   (dpm++2m-sde, 200 steps, the reverse SDE) from the same starting noise;
 - each sampler's distance to held-out data;
-- the ODE log-likelihood of held-out data (nats per point on the toys, exact divergence;
+- the ODE log-likelihood of held-out data (nats per point on 2000 toy points, exact divergence;
   bits/dim of the uniformly dequantised 17-level digits, Hutchinson with one probe);
 - the training time, and its ratio to the unpenalised run of the same seed.
 
@@ -17,12 +17,15 @@ held-out sets of the same size. Deveney et al. (2023) report that the penalty im
 the ODE samples and may worsen the SDE samples; the table shows what we find.
 
     python benchmarks/fokker_planck_gap.py                 # everything (about 40 minutes on 2 cores)
+    python benchmarks/fokker_planck_gap.py --weights 0 1 3 --problems checkerboard
+    python benchmarks/fokker_planck_gap.py --cost          # milliseconds per training step
     python benchmarks/fokker_planck_gap.py --problems checkerboard --seeds 0 --steps 300 --samples 500
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
@@ -40,16 +43,17 @@ from samplax.models.pretrained import as_denoiser
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 TOYS = ("checkerboard", "eight-gaussians")
 PROBLEMS = (*TOYS, "digits")
-WEIGHTS = {"checkerboard": (0.0, 1.0, 3.0), "eight-gaussians": (0.0, 1.0, 3.0), "digits": (0.0, 1.0, 3.0)}
+WEIGHTS = {"checkerboard": (0.0, 1.0), "eight-gaussians": (0.0, 1.0), "digits": (0.0, 1.0)}
 # The penalty is evaluated on this many samples of each batch (its cost is third-order
 # differentiation); the toys use the exact divergence, the digits (64 dimensions) Hutchinson's.
 SETTINGS = {
-    "toy": {"width": 128, "batch_size": 256, "penalty_samples": 32, "divergence": "exact", "steps": 2000,
+    "toy": {"width": 128, "batch_size": 256, "penalty_samples": 32, "divergence": "exact", "steps": 1000,
             "samples": 20_000},
-    "digits": {"width": 256, "batch_size": 128, "penalty_samples": 16, "divergence": "hutchinson", "steps": 3000,
+    "digits": {"width": 256, "batch_size": 128, "penalty_samples": 16, "divergence": "hutchinson", "steps": 2000,
                "samples": 4000},
 }
 SCHEDULE = sx.schedules.VPLinear()
+LIKELIHOOD_POINTS = 2000  # held-out toy points whose log-likelihood is computed
 ODE, ODE_STEPS = "dpm++2m", 100
 SDE, SDE_STEPS = "dpm++2m-sde", 200
 
@@ -103,7 +107,7 @@ def _held_out_likelihood(problem: str, model, test, seed: int) -> float:
         levels = np.rint((test + 1.0) * 8.0).astype(np.int32)  # the 17 grey levels 0..16
         bits, _ = sx.bits_per_dim(model, levels, key=key, levels=17, divergence=sx.Hutchinson(1))
         return float(jnp.mean(bits))
-    log_p, _ = sx.log_likelihood(model, jnp.asarray(test))
+    log_p, _ = sx.log_likelihood(model, jnp.asarray(test[:LIKELIHOOD_POINTS]))
     return float(jnp.mean(log_p))
 
 
@@ -128,6 +132,7 @@ def run(problems, seeds, steps, samples, weights=None) -> list[dict]:
         kind = "digits" if problem == "digits" else "toy"
         for seed in seeds:
             for weight in weights or WEIGHTS[problem]:
+                print(f"training {problem}, weight {weight:g}, seed {seed}", flush=True)
                 model, seconds = train(problem, weight, seed, steps or SETTINGS[kind]["steps"])
                 row = {"problem": problem, "weight": weight, "seed": seed, "train_seconds": seconds,
                        **evaluate(problem, model, seed, samples or SETTINGS[kind]["samples"])}
@@ -160,6 +165,41 @@ def summary(rows) -> list[dict]:
     return table
 
 
+COST_CASES = {  # name: (network, its arguments, data, batch size, penalty divergence, penalty samples)
+    "toy MLP, exact, 32 of 256": ("MLP", {"dimension": 2, "width": 128, "depth": 3}, "toy", 256, "exact", 32),
+    "toy MLP, exact, all 256": ("MLP", {"dimension": 2, "width": 128, "depth": 3}, "toy", 256, "exact", None),
+    "digits MLP, Hutchinson, 16 of 128": ("MLP", {"dimension": 64, "width": 256, "depth": 3}, "digits", 128,
+                                          "hutchinson", 16),
+    "digits UNet (train.py), Hutchinson, 16 of 64": ("UNet", {
+        "channels": 1, "widths": [24, 48], "blocks_per_level": 1, "attention_levels": [], "heads": 1, "groups": 8,
+        "time_features": 32, "time_scale": 1.0, "num_classes": 10}, "images", 64, "hutchinson", 16),
+}
+
+
+def step_cost(steps: int = 60) -> list[dict]:
+    """Milliseconds per training step without and with the penalty (weight 1), compile
+    excluded: the time of 2 * steps steps less that of `steps`."""
+    rows = []
+    for name, (network, arguments, kind, batch_size, divergence, samples) in COST_CASES.items():
+        points = {"toy": data.toy("checkerboard", 4096), "digits": data.digits("train").images.reshape(-1, 64),
+                  "images": data.digits("train").images}[kind]
+        schedule = sx.schedules.VPDiscrete.ddpm_linear() if network == "UNet" else SCHEDULE
+        time_input = "discrete" if network == "UNet" else "continuous"
+        costs = []
+        for weight in (0.0, 1.0):
+            loss = losses.denoising_loss(schedule, "noise", time_input, fokker_planck_weight=weight,
+                                         fokker_planck_divergence=divergence, fokker_planck_samples=samples)
+            seconds = []
+            for count in (steps, 2 * steps):
+                config = training.TrainConfig(steps=count, batch_size=batch_size, warmup_steps=1, checkpoint_every=0)
+                model = networks.build(network, arguments, seed=0)
+                seconds.append(training.train(model, loss, {"x": points}, config, progress=False).seconds)
+            costs.append(1000.0 * (seconds[1] - seconds[0]) / steps)
+        rows.append({"case": name, "plain_ms": costs[0], "penalty_ms": costs[1], "ratio": costs[1] / costs[0]})
+        print(rows[-1], flush=True)
+    return rows
+
+
 def markdown(report) -> str:
     lines = [
         "# ODE-SDE gap with and without the Fokker-Planck penalty",
@@ -185,7 +225,20 @@ def markdown(report) -> str:
          cell(entry, "held_out_likelihood", 3), f"{entry['train_seconds']:.0f}", f"{entry.get('time_ratio', 1.0):.2f}"]
         for entry in report["summary"]
     ]
-    return "\n".join(lines + markdown_table(header, rows)) + "\n"
+    lines += markdown_table(header, rows)
+    if report.get("cost"):
+        lines += ["", "Cost of a training step (ms, compile excluded; `python benchmarks/fokker_planck_gap.py "
+                  "--cost`), without and with the penalty (weight 1):", ""]
+        lines += markdown_table(
+            ["case", "plain", "with penalty", "ratio"],
+            [[row["case"], f"{row['plain_ms']:.1f}", f"{row['penalty_ms']:.1f}", f"{row['ratio']:.2f}"]
+             for row in report["cost"]],
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}"
 
 
 def main():
@@ -193,16 +246,22 @@ def main():
     parser.add_argument("--problems", nargs="+", choices=PROBLEMS, default=list(PROBLEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--weights", nargs="+", type=float, help="override the weights tried on every problem")
-    parser.add_argument("--steps", type=int, help="training steps (default: 2000 on the toys, 3000 on the digits)")
+    parser.add_argument("--steps", type=int, help="training steps (default: 1000 on the toys, 2000 on the digits)")
     parser.add_argument("--samples", type=int,
                         help="samples per sampler (default: 20000 on the toys, 4000 on the digits)")
+    parser.add_argument("--cost", action="store_true", help="only measure the cost per training step")
     parser.add_argument("--out", default=os.path.join(RESULTS, "fokker_planck_gap.json"))
     args = parser.parse_args()
     started = time.perf_counter()
+    cost_path = args.out[:-5] + "_cost.json"
+    if args.cost:  # kept beside the main results, whose table includes it
+        write_json(cost_path, {"command": "python benchmarks/fokker_planck_gap.py --cost", "machine": _machine(),
+                               "cost": step_cost()})
+        return
     rows = run(args.problems, args.seeds, args.steps, args.samples, args.weights)
     report = {
         "command": "python benchmarks/fokker_planck_gap.py " + " ".join(os.sys.argv[1:]),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, jax {jax.__version__}",
+        "machine": _machine(),
         "samples": args.samples or {problem: SETTINGS["digits" if problem == "digits" else "toy"]["samples"]
                                     for problem in args.problems},
         "seeds": args.seeds,
@@ -210,6 +269,9 @@ def main():
         "summary": summary(rows),
         "seconds": time.perf_counter() - started,
     }
+    if os.path.exists(cost_path):
+        with open(cost_path) as handle:
+            report["cost"] = json.load(handle)["cost"]
     text = markdown(report)
     print(text)
     write_json(args.out, report)

@@ -64,7 +64,7 @@ error = float(jnp.max(jnp.abs(log_p - exact))) / 4
 print(f"exact prior:   max error {error:.1e} nats/dim, mean NFE {info.nfe.mean():.0f}")
 print(f"default prior: max error {float(jnp.max(jnp.abs(default_prior - exact))) / 4:.1e} nats/dim")
 estimate, _ = sx.log_likelihood(model, x, divergence=sx.Hutchinson(4), key=jax.random.key(2))
-print(f"Hutchinson, 4 probes: mean error {float(jnp.mean(estimate - log_p)):+.3f} nats (unbiased)")
+print(f"Hutchinson, 4 probes: mean error {float(jnp.mean(estimate - log_p)):+.3f} nats over 64 points (unbiased)")
 
 # %% [markdown]
 # ## Bits per dimension of the shipped digits models
@@ -75,8 +75,8 @@ print(f"Hutchinson, 4 probes: mean error {float(jnp.mean(estimate - log_p)):+.3f
 # (`python scripts/likelihood.py digits-diffusion --repeats 3`).
 
 # %%
-count = 8 if FAST else 359
-tolerance = 1e-3 if FAST else 1e-5
+count = 4 if FAST else 359
+tolerance = 1e-2 if FAST else 1e-5
 test = data.digits("test").images[:count]
 levels = np.rint((test + 1.0) * 8.0).astype(np.int32)
 for name in ("digits-diffusion", "digits-flow"):
@@ -95,17 +95,20 @@ for name in ("digits-diffusion", "digits-flow"):
 # residual. Below, the same checkerboard model is trained with weight 0 and 1, and the
 # sliced Wasserstein distance between ODE and SDE samples from the same noise is
 # measured. `benchmarks/fokker_planck_gap.py` repeats this over seeds, weights, a second
-# toy and the digits (docs/benchmarks.md).
+# toy and the digits (docs/benchmarks.md). In the fast mode the models train for 50 steps
+# only, far too few to mean anything: run the notebook without `SAMPLAX_FAST` for numbers.
 
 # %%
 points = data.toy("checkerboard", 20_000, seed=0)
-steps = 300 if FAST else 2000
-samples = 2000 if FAST else 20_000
+steps = 50 if FAST else 2000
+samples = 1000 if FAST else 20_000
 noise = jax.random.normal(jax.random.key(4), (samples, 2))
 results = {}
 for weight in (0.0, 1.0):
     network = networks.build("MLP", {"dimension": 2, "width": 128, "depth": 3}, seed=0)
-    loss = losses.denoising_loss(schedule, "noise", fokker_planck_weight=weight, fokker_planck_samples=32)
+    loss = losses.denoising_loss(
+        schedule, "noise", fokker_planck_weight=weight, fokker_planck_samples=8 if FAST else 32
+    )
     config = training.TrainConfig(steps=steps, batch_size=256, warmup_steps=steps // 10, ema_decay=0.995,
                                   checkpoint_every=0)
     trained = training.train(network, loss, {"x": points}, config, progress=False)
