@@ -176,7 +176,7 @@ COST_CASES = {  # name: (network, its arguments, data, batch size, penalty diver
 }
 
 
-def step_cost(steps: int = 60) -> list[dict]:
+def step_cost(steps: int = 20) -> list[dict]:
     """Milliseconds per training step without and with the penalty (weight 1), compile
     excluded: the time of 2 * steps steps less that of `steps`."""
     rows = []
