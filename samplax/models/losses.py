@@ -84,6 +84,16 @@ def _check(label_dropout: float):
         raise ValueError(f"label_dropout must lie in [0, 1), got {label_dropout}")
 
 
+def _network_score(model, schedule: Schedule, prediction: str, time_input: str, labels):
+    """`score(x, t)`: the score of the network's prediction at continuous times t."""
+
+    def score(x, t):
+        output = _call(model, x, network_time(schedule, t, time_input), labels)
+        return score_from_output(prediction, schedule, x, output, t)
+
+    return score
+
+
 def _regression_error(prediction: str, schedule: Schedule, t, x0, noise, out):
     """Per-sample squared error of the output of a network with this `prediction` at
     x_t = alpha x0 + sigma noise; a score is weighted by sigma^2 (its error is that of
@@ -165,14 +175,8 @@ def denoising_loss(
         value = jnp.mean(_regression_error(prediction, schedule, t, x0, noise, out))
         if fokker_planck_weight == 0.0:
             return value
-
         count = n if fokker_planck_samples is None else min(fokker_planck_samples, n)
-        penalty_labels = None if labels is None else labels[:count]
-
-        def score(x, times):
-            output = _call(model, x, network_time(schedule, times, time_input), penalty_labels)
-            return score_from_output(prediction, schedule, x, output, times)
-
+        score = _network_score(model, schedule, prediction, time_input, None if labels is None else labels[:count])
         penalty = fokker_planck_penalty(
             score, schedule, x_t[:count], t[:count], divergence=fokker_planck_divergence, key=jax.random.fold_in(key, 1)
         )
