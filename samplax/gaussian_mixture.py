@@ -68,7 +68,8 @@ class GaussianMixture:
 
     def _components(self, x, alpha, sigma):
         """(log w_k + log N(x; alpha mu_k, v_k I) + D/2 log 2 pi (B, K), v_k (B or 1, K, 1),
-        x - alpha mu_k (B, K, D)) at noise level (alpha, sigma), scalars or (B,)."""
+        x - alpha mu_k (B, K, D), alpha and sigma shaped (B or 1, 1, 1)) at noise level
+        (alpha, sigma), scalars or (B,)."""
         dtype = x.dtype
         alpha = jnp.reshape(jnp.asarray(alpha, dtype), (-1, 1, 1))
         sigma = jnp.reshape(jnp.asarray(sigma, dtype), (-1, 1, 1))
@@ -79,7 +80,7 @@ class GaussianMixture:
             - 0.5 * jnp.sum(difference**2, axis=-1) / variance[..., 0]
             - 0.5 * self.dimension * jnp.log(variance[..., 0])
         )
-        return log_density, variance, difference
+        return log_density, variance, difference, alpha, sigma
 
     def log_density(self, x, alpha, sigma):
         """log p_t(x) (B,) of x_t = alpha x_0 + sigma noise, in closed form: the mixture
@@ -91,9 +92,7 @@ class GaussianMixture:
     def posterior_means(self, x, alpha, sigma):
         """(E[x_0 | x_t = x], E[noise | x_t = x]) at noise level (alpha, sigma), scalars or
         (B,). Both are computed directly, so they stay finite where alpha or sigma is 0."""
-        log_density, variance, difference = self._components(x, alpha, sigma)
-        alpha = jnp.reshape(jnp.asarray(alpha, x.dtype), (-1, 1, 1))
-        sigma = jnp.reshape(jnp.asarray(sigma, x.dtype), (-1, 1, 1))
+        log_density, variance, difference, alpha, sigma = self._components(x, alpha, sigma)
         posterior = jax.nn.softmax(log_density, axis=-1)[..., None]  # (B, K, 1)
         stds = self.stds.astype(x.dtype)[None, :, None]
         data = self.means.astype(x.dtype)[None] + alpha * stds**2 / variance * difference

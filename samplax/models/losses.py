@@ -94,11 +94,10 @@ def _network_score(model, schedule: Schedule, prediction: str, time_input: str, 
     return score
 
 
-def _regression_error(prediction: str, schedule: Schedule, t, x0, noise, out):
+def _regression_error(prediction: str, schedule: Schedule, t, alpha, sigma, x0, noise, out):
     """Per-sample squared error of the output of a network with this `prediction` at
-    x_t = alpha x0 + sigma noise; a score is weighted by sigma^2 (its error is that of
-    -sigma out against the noise)."""
-    alpha, sigma = broadcast_to_batch(schedule.alpha(t), x0), broadcast_to_batch(schedule.sigma(t), x0)
+    x_t = alpha x0 + sigma noise (alpha and sigma shaped to broadcast against x0); a score
+    is weighted by sigma^2 (its error is that of -sigma out against the noise)."""
     if prediction == "noise":
         return squared_error(out, noise)
     if prediction == "data":
@@ -172,7 +171,7 @@ def denoising_loss(
         x_t = alpha * x0 + sigma * noise
         labels = _labels(batch, label_key, label_dropout, null_label)
         out = _call(model, x_t, network_time(schedule, t, time_input), labels)
-        value = jnp.mean(_regression_error(prediction, schedule, t, x0, noise, out))
+        value = jnp.mean(_regression_error(prediction, schedule, t, alpha, sigma, x0, noise, out))
         if fokker_planck_weight == 0.0:
             return value
         count = n if fokker_planck_samples is None else min(fokker_planck_samples, n)
