@@ -3,25 +3,34 @@
 from samplax import samplers, schedules, solvers
 from samplax.gaussian_mixture import GaussianMixture
 from samplax.samplers import (
+    Backpropagation,
     BrownianNoise,
+    Checkpointed,
     Denoiser,
     ExactDivergence,
+    ExponentialAdjoint,
+    FineTuneInfo,
     Hutchinson,
     IndependentNoise,
     Info,
     LikelihoodInfo,
+    NoiseOptimizationInfo,
+    ReversibleAdjoint,
     TuneInfo,
     bits_per_dim,
     classifier_free_guidance,
     edit,
+    fine_tune,
     invert,
     load_grid,
     log_likelihood,
+    optimize_noise,
     reversible_invert,
     reversible_sample,
     sample,
     save_grid,
     tune_grid,
+    typicality_penalty,
 )
 from samplax.solvers.reversible import ReversibleState
 

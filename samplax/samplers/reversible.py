@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.gradients import Backpropagation, GradientMethod
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import Grid, check_batch, check_model, resolve_grid
 from samplax.solvers.reversible import ReversibleHeun, ReversibleState
@@ -22,9 +23,9 @@ from samplax.solvers.reversible import ReversibleHeun, ReversibleState
 __all__ = ["reversible_sample", "reversible_invert"]
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "return_trajectory"))
-def _solve(model, solver, state, times, return_trajectory):
-    return solver.solve(model.predict(solver.prediction), state, times, return_trajectory)
+@functools.partial(jax.jit, static_argnames=("solver", "return_trajectory", "adjoint"))
+def _solve(model, solver, state, times, return_trajectory, adjoint):
+    return adjoint.integrate_reversible(model, solver, state, times, return_trajectory)
 
 
 def _as_state(noise) -> ReversibleState:
@@ -34,13 +35,15 @@ def _as_state(noise) -> ReversibleState:
     return state
 
 
-def solve_forward(model: Denoiser, solver: ReversibleHeun, noise, request: Grid, return_trajectory: bool):
+def solve_forward(model: Denoiser, solver: ReversibleHeun, noise, request: Grid, return_trajectory: bool,
+                  adjoint: GradientMethod):
     """(samples, Info) of a reversible solve from noise (or a ReversibleState) over the
-    checked grid `request`: what `reversible_sample` and `sample` with a reversible solver run."""
+    checked grid `request`, differentiated by `adjoint`: what `reversible_sample` and
+    `sample` with a reversible solver run."""
     state = _as_state(noise)
     times = request.concrete(model.schedule)
     sigma = model.schedule.sigma(times[0]).astype(state.x.dtype)
-    result, trajectory = _solve(model, solver, state.scaled(sigma), times, return_trajectory)
+    result, trajectory = _solve(model, solver, state.scaled(sigma), times, return_trajectory, adjoint)
     if not isinstance(result.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(result.x))):
         raise FloatingPointError("reversible sampling produced NaN or inf values; try more steps")
     return result.x, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=times, trajectory=trajectory)
@@ -55,6 +58,7 @@ def reversible_sample(
     t_start=None,
     t_end=None,
     return_trajectory: bool = False,
+    adjoint: GradientMethod | None = None,
 ):
     """Solve the probability-flow ODE from t_start to t_end with reversible Heun.
 
@@ -64,14 +68,18 @@ def reversible_sample(
             `reversible_invert` with the same grid, which this maps back to the data exactly.
         steps, grid, t_start, t_end: the time grid, as for `samplax.sample` (by default
             the schedule's `default_grid`, uniform on flows).
+        adjoint: how the solve is differentiated: `samplax.Backpropagation()` (default,
+            None), `Checkpointed()` or `ReversibleAdjoint()` (exact, constant memory).
 
     Returns:
         (samples, Info) with Info.nfe = steps + 1.
     """
     check_model(model, "reversible_sample")
     solver = ReversibleHeun()
+    adjoint = Backpropagation() if adjoint is None else adjoint
+    adjoint.check(solver, return_trajectory=return_trajectory, share_compilation=False)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
-    return solve_forward(model, solver, noise, request, return_trajectory)
+    return solve_forward(model, solver, noise, request, return_trajectory, adjoint)
 
 
 def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=None, t_start=None, t_end=None,
@@ -86,7 +94,9 @@ def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=N
     solver = ReversibleHeun()
     times = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end).concrete(model.schedule)
     reversed_times = times[::-1]
-    result, trajectory = _solve(model, solver, ReversibleState.start(data), reversed_times, return_trajectory)
+    result, trajectory = _solve(
+        model, solver, ReversibleState.start(data), reversed_times, return_trajectory, Backpropagation()
+    )
     noise = result.scaled(1.0 / model.schedule.sigma(times[0]).astype(data.dtype))
     if not isinstance(noise.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(noise.x))):
         raise FloatingPointError("reversible inversion produced NaN or inf values; try more steps")

@@ -17,6 +17,7 @@ import numpy as np
 
 from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.gradients import Backpropagation, GradientMethod
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
 from samplax.solvers.engine import run_plan
@@ -27,24 +28,26 @@ __all__ = ["sample", "invert"]
 
 @functools.partial(
     jax.jit,
-    static_argnames=("solver", "kind", "steps", "denoise_to_zero", "return_trajectory", "reverse", "noise_source"),
+    static_argnames=(
+        "solver", "kind", "steps", "denoise_to_zero", "return_trajectory", "reverse", "noise_source", "adjoint",
+    ),
 )
 def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise_to_zero, return_trajectory, reverse,
-               keys=None, noise_source=None):
-    """One compiled call: the grid (from its kind, or as given), the plan, the scan, the
-    scaling between noise and the state at t_start, and finiteness flags (input, grid,
-    coefficients, output) that the caller reads with a single transfer. A stochastic
-    solver draws its noise from `noise_source` with the per-sample `keys`."""
+               keys, noise_source, adjoint):
+    """One compiled call: the grid (from its kind, or as given), the plan, the scan (run
+    by the gradient method `adjoint`), the scaling between noise and the state at t_start,
+    and finiteness flags (input, grid, coefficients, output) that the caller reads with a
+    single transfer. A stochastic solver draws its noise from `noise_source` with the
+    per-sample `keys`."""
     schedule = model.schedule
     if kind is not None:
         times = time_grid(schedule, steps, kind, t_start, t_end)
     sigma_start = schedule.sigma(times[0]).astype(state.dtype)
     run_times = times[::-1] if reverse else times
     x = state if reverse else sigma_start * state
-    plan = solver.plan(schedule, run_times, denoise_to_zero)
-    coefficients_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
     draw = None if keys is None else noise_source.drawer(keys, schedule, jax.ShapeDtypeStruct(x.shape, x.dtype))
-    result, trajectory = run_plan(plan, model.predict(solver.prediction), x, return_trajectory, draw)
+    result, trajectory, plan = adjoint.integrate(model, solver, run_times, x, denoise_to_zero, return_trajectory, draw)
+    coefficients_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
     if reverse:
         result = result / sigma_start
     checks = jnp.stack([
@@ -109,6 +112,7 @@ def sample(
     share_compilation: bool = False,
     key=None,
     noise_source=None,
+    adjoint: GradientMethod | None = None,
 ):
     """Solve the probability-flow ODE, or with a stochastic solver the reverse SDE, from
     noise at t_start to t_end.
@@ -138,6 +142,11 @@ def sample(
             (default; fresh normals at every draw) or "brownian" (one Brownian path per
             sample, the same whatever the grid, so that samples stay close as the number
             of steps changes), or a `samplax.IndependentNoise` / `BrownianNoise` object.
+        adjoint: how the solve is differentiated (the forward result is the same):
+            `samplax.Backpropagation()` (default, None; memory grows with the steps),
+            `Checkpointed()` (each stage recomputed backwards), `ExponentialAdjoint(order)`
+            (the adjoint ODE solved backwards, constant memory; AdjointDPM/AdjointDEIS) or,
+            for reversible Heun, `ReversibleAdjoint()` (exact, constant memory).
 
     Returns:
         (samples, Info).
@@ -146,18 +155,23 @@ def sample(
     check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
     keys, source = noise_keys(solver, key, noise_source, noise.shape[0])
+    adjoint = Backpropagation() if adjoint is None else adjoint
+    if not isinstance(adjoint, GradientMethod):
+        raise TypeError(f"adjoint must be a samplax gradient method such as Checkpointed(), got {adjoint!r}")
+    adjoint.check(solver, return_trajectory=return_trajectory, share_compilation=share_compilation)
     if share_compilation and (solver.adaptive or solver.reversible or solver.stochastic):
         raise ValueError(f"share_compilation applies to deterministic solvers that run a plan, not to {solver}")
     if solver.adaptive:
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
+    adjoint.check_end(model.schedule, request.t_end if request.times is None else request.times[-1])
     if solver.reversible:
-        return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory)
+        return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory, adjoint)
     if share_compilation:
         return _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajectory)
     result, trajectory, times, checks = _run_fixed(
         model, solver, noise, request.times, request.t_start, request.t_end, request.kind, request.steps,
-        denoise_to_zero, return_trajectory, False, keys, source,
+        denoise_to_zero, return_trajectory, False, keys, source, adjoint,
     )
     _raise_on_checks(checks, solver, request.kind, "noise", "sampling")
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
@@ -175,8 +189,8 @@ def _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero):
     return result, Info(nfe=nfe, times=None)
 
 
-def _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory):
-    result, info = reversible.solve_forward(model, solver, noise, request, return_trajectory)
+def _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory, adjoint):
+    result, info = reversible.solve_forward(model, solver, noise, request, return_trajectory, adjoint)
     if denoise_to_zero:
         result = model.data(result, info.times[-1].astype(result.dtype))
         _check_output(result, "sampling")
@@ -227,7 +241,7 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
     noise, trajectory, reversed_times, checks = _run_fixed(
         model, solver, data, request.times, request.t_start, request.t_end, request.kind, request.steps,
-        False, return_trajectory, True,
+        False, return_trajectory, True, None, None, Backpropagation(),
     )
     _raise_on_checks(checks, solver, request.kind, "data", "inversion")
     return noise, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=reversed_times, trajectory=trajectory)

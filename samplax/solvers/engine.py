@@ -172,6 +172,7 @@ def run_stages(
     stage_inputs=None,
     return_trajectory: bool = False,
     draw=None,
+    checkpoint: bool = False,
 ):
     """Run the stages `stages` of a plan from `carry` (see `initial_carry`) in one scan.
 
@@ -181,6 +182,9 @@ def run_stages(
             None) at every stage.
         draw: for a plan with noise, `draw(index, interval, stream)`: the standard normal
             draw `index` of the solve, shaped like the state (`samplax.samplers.noise`).
+        checkpoint: keep only each stage's carry for differentiation and recompute the
+            stage (network activations included) in the backward pass, so that memory
+            does not grow with the stages beyond one carry each (`jax.checkpoint`).
 
     Returns:
         (carry, (trajectory, stage_outputs)): the trajectory (the state after every stage
@@ -228,6 +232,8 @@ def run_stages(
             history = pushed
         return (state, history), (state if return_trajectory else None, output)
 
+    if checkpoint:
+        stage = jax.checkpoint(stage, prevent_cse=False)  # inside a scan, CSE cannot merge stages
     return jax.lax.scan(stage, carry, (rows, noise_rows, stage_inputs))
 
 
@@ -237,13 +243,16 @@ def run_plan(
     x: jax.Array,
     return_trajectory: bool = False,
     draw=None,
+    checkpoint: bool = False,
 ):
     """Run a whole plan from state x with `predict(x, t)` (a plain callable, or a
     `Predictor` whose time-only work is then done for all stages before the loop), and
-    `draw` for a plan with noise (see run_stages). Returns (result, trajectory), where the
+    `draw` for a plan with noise and `checkpoint` (see run_stages). Returns (result, trajectory), where the
     trajectory (the state after every stage, shape (S, *x.shape)) is None unless asked for."""
     carry = initial_carry(plan, x)
-    carry, (trajectory, _) = run_stages(plan, predict, carry, return_trajectory=return_trajectory, draw=draw)
+    carry, (trajectory, _) = run_stages(
+        plan, predict, carry, return_trajectory=return_trajectory, draw=draw, checkpoint=checkpoint
+    )
     return final_state(plan, carry, draw), trajectory
 
 

@@ -64,31 +64,61 @@ class ReversibleHeun(GridSolver):
         final denoising step, where asked)."""
         return steps + 1 + int(denoise_to_zero)
 
+    def start(self, predict, state: ReversibleState, t):
+        """The carry (x, x_hat, v_hat) at the start of a solve at time t."""
+        return state.x, state.x_hat, predict(state.x_hat, t).astype(state.x.dtype)
+
+    def step(self, predict, carry, row):
+        """One step of the scheme over `row` = (h, t_next), with h = t_next - t."""
+        x, x_hat, v_hat = carry
+        h, t_next = row
+        h = h.astype(x.dtype)
+        x_hat_next = 2.0 * x - x_hat + h * v_hat
+        v_hat_next = predict(x_hat_next, t_next).astype(x.dtype)
+        return _trapezoid(x, h, v_hat, v_hat_next), x_hat_next, v_hat_next
+
+    def unstep(self, predict, carry, row):
+        """The carry before `step(predict, ., row)` from the carry after it: the same rule
+        with step -h, exact up to rounding."""
+        x_next, x_hat_next, v_hat_next = carry
+        h, t_next = row
+        h = h.astype(x_next.dtype)
+        x_hat = 2.0 * x_next - x_hat_next - h * v_hat_next
+        v_hat = predict(x_hat, t_next - h).astype(x_next.dtype)
+        return _trapezoid(x_next, -h, v_hat_next, v_hat), x_hat, v_hat
+
+    @staticmethod
+    def rows(times: jax.Array):
+        """The scan rows (h, t_next) of a solve over `times`."""
+        times = jnp.asarray(times)
+        return times[1:] - times[:-1], times[1:]
+
     def solve(
         self,
         predict: Callable[[jax.Array, jax.Array], jax.Array],
         state: ReversibleState,
         times: jax.Array,
         return_trajectory: bool = False,
+        checkpoint: bool = False,
     ):
         """Integrate `state` over `times` (steps + 1 points). Returns (state, trajectory),
-        the trajectory being the solution x after every step, or None."""
-        dtype = state.x.dtype
+        the trajectory being the solution x after every step, or None. With `checkpoint`,
+        each step is recomputed in the backward pass instead of stored (`jax.checkpoint`)."""
         times = jnp.asarray(times)
-        v_hat = predict(state.x_hat, times[0]).astype(dtype)
 
         def step(carry, row):
-            x, x_hat, v_hat = carry
-            h, t_next = row
-            h = h.astype(dtype)
-            x_hat_next = 2.0 * x - x_hat + h * v_hat
-            v_hat_next = predict(x_hat_next, t_next).astype(dtype)
-            x_next = x + 0.5 * h * (v_hat + v_hat_next)
-            return (x_next, x_hat_next, v_hat_next), (x_next if return_trajectory else None)
+            carry = self.step(predict, carry, row)
+            return carry, (carry[0] if return_trajectory else None)
 
-        rows = (times[1:] - times[:-1], times[1:])
-        (x, x_hat, _), trajectory = jax.lax.scan(step, (state.x, state.x_hat, v_hat), rows)
+        if checkpoint:
+            step = jax.checkpoint(step, prevent_cse=False)
+        (x, x_hat, _), trajectory = jax.lax.scan(step, self.start(predict, state, times[0]), self.rows(times))
         return ReversibleState(x, x_hat), trajectory
+
+
+def _trapezoid(x, h, v_hat, v_hat_next):
+    """The solution's update of reversible Heun: the trapezoidal rule on the companion's velocities."""
+    return x + 0.5 * h * (v_hat + v_hat_next)
 
 
 # The registry names of these solvers (samplax.solvers.get).

@@ -1,0 +1,184 @@
+"""What gradients through the sampler are for: optimizing the initial noise of samples for a
+reward (DOODL, Wallace et al. 2023; DNO, Karunratanakul et al. 2024), and fine-tuning part
+of a network so that its samples minimise a loss defined only on them (AdjointDPM's
+customization, Pan et al. 2024).
+
+Both differentiate `sample` with the gradient method the caller chooses (`adjoint=`), so
+their memory does not grow with the number of sampling steps under the constant-memory
+methods, and both run Adam (optax) from a jitted update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.inputs import check_batch, check_model
+from samplax.samplers.sampling import sample
+
+__all__ = ["FineTuneInfo", "NoiseOptimizationInfo", "fine_tune", "optimize_noise", "typicality_penalty"]
+
+
+def typicality_penalty(noise: jax.Array) -> jax.Array:
+    """Per sample, how atypical its norm r is for a standard normal in d dimensions: the
+    negative log-density of the chi distribution, r^2 / 2 - (d - 1) log r, less its minimum
+    (at r = sqrt(d - 1)), so 0 for typical noise. It leaves the direction free and stops
+    the optimization from drifting to norms a sampler never sees."""
+    dimension = int(np.prod(noise.shape[1:]))
+    squared = jnp.sum(noise.reshape(noise.shape[0], -1) ** 2, axis=1)
+    mode = dimension - 1.0
+    return 0.5 * (squared - mode) - 0.5 * mode * (jnp.log(squared) - jnp.log(mode))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class NoiseOptimizationInfo:
+    """Per iteration (before each update, then once after the last): the mean reward, the
+    mean typicality penalty, and the samples of the returned noise."""
+
+    rewards: jax.Array
+    penalties: jax.Array
+    samples: jax.Array
+
+
+def _check_iterations(iterations, learning_rate) -> None:
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be positive and finite, got {learning_rate!r}")
+
+
+def optimize_noise(
+    model: Denoiser,
+    solver,
+    noise: jax.Array,
+    reward: Callable[[jax.Array], jax.Array],
+    *,
+    iterations: int = 50,
+    learning_rate: float = 0.05,
+    typicality: float = 1.0,
+    **sample_options,
+):
+    """Optimize the initial noise of a batch so that its samples raise `reward`.
+
+    Maximises mean(reward(samples)) - typicality * mean(typicality_penalty(noise)) with
+    Adam, differentiating through `sample(model, solver, noise, **sample_options)` (give
+    `steps`, and `adjoint=` for constant memory).
+
+    Args:
+        reward: samples (batch first) -> per-sample rewards (batch,), differentiable (the
+            log-probability of a target label under a classifier, for instance).
+        iterations, learning_rate: Adam's.
+        typicality: weight of the penalty that keeps the noise's norm typical.
+
+    Returns:
+        (noise, NoiseOptimizationInfo).
+    """
+    check_model(model, "optimize_noise")
+    check_batch(noise, "noise")
+    _check_iterations(iterations, learning_rate)
+    optimizer = optax.adam(learning_rate)
+
+    def objective(noise):
+        samples, _ = sample(model, solver, noise, **sample_options)
+        rewards, penalties = reward(samples), typicality_penalty(noise)
+        if rewards.shape != (noise.shape[0],):
+            raise ValueError(f"reward must return one value per sample, shape ({noise.shape[0]},), got {rewards.shape}")
+        return -jnp.mean(rewards) + typicality * jnp.mean(penalties), (jnp.mean(rewards), jnp.mean(penalties), samples)
+
+    @jax.jit
+    def update(noise, state):
+        (_, (mean_reward, mean_penalty, _)), gradient = jax.value_and_grad(objective, has_aux=True)(noise)
+        changes, state = optimizer.update(gradient, state, noise)
+        return optax.apply_updates(noise, changes), state, mean_reward, mean_penalty
+
+    state, rewards, penalties = optimizer.init(noise), [], []
+    for _ in range(iterations):
+        noise, state, mean_reward, mean_penalty = update(noise, state)
+        rewards.append(mean_reward)
+        penalties.append(mean_penalty)
+    _, (mean_reward, mean_penalty, samples) = jax.jit(objective)(noise)
+    info = NoiseOptimizationInfo(
+        rewards=jnp.stack([*rewards, mean_reward]), penalties=jnp.stack([*penalties, mean_penalty]), samples=samples
+    )
+    return noise, info
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class FineTuneInfo:
+    """The loss of every iteration's batch (before its update)."""
+
+    losses: jax.Array
+
+
+def _trainable_filter(network, trainable: Callable[[str], bool]):
+    """The filter (a pytree of bools like `network`) of its floating-point leaves whose key
+    path (`jax.tree_util.keystr`) `trainable` accepts."""
+    def keep(path, leaf):
+        return eqx.is_inexact_array(leaf) and bool(trainable(jax.tree_util.keystr(path)))
+
+    return jax.tree_util.tree_map_with_path(keep, network)
+
+
+def fine_tune(
+    model: Denoiser,
+    solver,
+    loss: Callable[[jax.Array], jax.Array],
+    *,
+    trainable: Callable[[str], bool],
+    shape: tuple[int, ...],
+    key,
+    batch: int = 32,
+    iterations: int = 100,
+    learning_rate: float = 1e-3,
+    **sample_options,
+):
+    """Fine-tune the leaves of `model.network` chosen by `trainable` so that samples from
+    fresh noise minimise `loss` (AdjointDPM's customization from a differentiable metric).
+
+    Args:
+        loss: samples (batch first) -> a scalar, differentiable.
+        trainable: key path of a network leaf (as `jax.tree_util.keystr` writes it, for
+            example "...['conditioning']['label']['embedding']...") -> whether to train it.
+        shape: the shape of one sample; each iteration draws `batch` normal noises from
+            `key`.
+        sample_options: for `sample` (give `steps`, and `adjoint=` for constant memory).
+
+    Returns:
+        (the fine-tuned Denoiser, FineTuneInfo).
+    """
+    check_model(model, "fine_tune")
+    _check_iterations(iterations, learning_rate)
+    spec = _trainable_filter(model.network, trainable)
+    if not any(jax.tree.leaves(spec)):
+        raise ValueError("trainable selects no floating-point leaf of model.network; print "
+                         "jax.tree_util.tree_flatten_with_path(model.network) to see the key paths")
+    parameters, frozen = eqx.partition(model.network, spec)
+    optimizer = optax.adam(learning_rate)
+
+    def objective(parameters, noise):
+        tuned = dataclasses.replace(model, network=eqx.combine(parameters, frozen))
+        samples, _ = sample(tuned, solver, noise, **sample_options)
+        return loss(samples)
+
+    @jax.jit
+    def update(parameters, state, key):
+        noise = jax.random.normal(key, (batch, *shape))
+        value, gradient = jax.value_and_grad(objective)(parameters, noise)
+        changes, state = optimizer.update(gradient, state, parameters)
+        return optax.apply_updates(parameters, changes), state, value
+
+    state, losses = optimizer.init(parameters), []
+    for iteration_key in jax.random.split(key, iterations):
+        parameters, state, value = update(parameters, state, iteration_key)
+        losses.append(value)
+    tuned = dataclasses.replace(model, network=eqx.combine(parameters, frozen))
+    return tuned, FineTuneInfo(losses=jnp.stack(losses))
