@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.pytrees import static_field
-from samplax.solvers.engine import run_plan
+from samplax.solvers.engine import Plan, run_plan
 from samplax.solvers.reversible import ReversibleState
 
 __all__ = ["Backpropagation", "Checkpointed", "ExponentialAdjoint", "GradientMethod", "ReversibleAdjoint"]
@@ -123,7 +123,9 @@ class ExponentialAdjoint(GradientMethod):
 
     def check_end(self, schedule, t_end) -> None:
         """The adjoint steps in lambda, which is infinite where sigma(t_end) = 0."""
-        if isinstance(t_end, jax.core.Tracer) or float(schedule.sigma(t_end)) > 0:
+        with jax.ensure_compile_time_eval():
+            sigma = schedule.sigma(t_end)
+        if isinstance(sigma, jax.core.Tracer) or float(sigma) > 0:
             return
         raise ValueError(
             f"{self!r} steps in lambda = log(alpha / sigma), infinite at t_end={float(t_end)} where sigma = 0: "
@@ -131,9 +133,9 @@ class ExponentialAdjoint(GradientMethod):
         )
 
     def integrate(self, model, solver, times, x, denoise_to_zero, return_trajectory, draw):
-        plan = solver.plan(model.schedule, times, False)
-        result = _adjoint_solve((x, model, times), solver, self.order)
-        if denoise_to_zero:  # one more evaluation, differentiated by reverse mode (constant memory)
+        plan = solver.plan(model.schedule, times, denoise_to_zero)
+        result = _adjoint_solve((x, model, times), solver, self.order, denoise_to_zero)
+        if denoise_to_zero:  # the last evaluation, differentiated by reverse mode (constant memory)
             result = model.data(result, times[-1].astype(result.dtype))
         return result, None, plan
 
@@ -159,26 +161,38 @@ class ReversibleAdjoint(GradientMethod):
 # -- the exponential adjoint ----------------------------------------------------------------
 
 
-def _solve_plan(inputs, solver):
+def _until_the_final_evaluation(plan: Plan) -> Plan:
+    """The plan of a solve with denoise_to_zero without its last stage (the evaluation at
+    t_end), returning the point that stage evaluates at."""
+    staged = ("times", "input_state", "input_history", "update_state", "update_history")
+    cut = {name: getattr(plan, name)[:-1] for name in staged}
+    return dataclasses.replace(plan, **cut, output_state=plan.input_state[-1], output_history=plan.input_history[-1])
+
+
+def _solve_plan(inputs, solver, denoise_to_zero):
+    """The solver's own solve up to the state at t_end (before any final denoising)."""
     x, model, times = inputs
-    result, _ = run_plan(solver.plan(model.schedule, times, False), model.predict(solver.prediction), x)
+    plan = solver.plan(model.schedule, times, denoise_to_zero)
+    if denoise_to_zero:
+        plan = _until_the_final_evaluation(plan)
+    result, _ = run_plan(plan, model.predict(solver.prediction), x)
     return result
 
 
 @eqx.filter_custom_vjp
-def _adjoint_solve(inputs, solver, order):
-    return _solve_plan(inputs, solver)
+def _adjoint_solve(inputs, solver, order, denoise_to_zero):
+    return _solve_plan(inputs, solver, denoise_to_zero)
 
 
 @_adjoint_solve.def_fwd
-def _adjoint_forward(perturbed, inputs, solver, order):
+def _adjoint_forward(perturbed, inputs, solver, order, denoise_to_zero):
     _, model_perturbed, times_perturbed = perturbed
     if any(jax.tree.leaves(model_perturbed.schedule)) or any(jax.tree.leaves(times_perturbed)):
         raise ValueError(
             "ExponentialAdjoint differentiates with respect to the noise, the condition and the network, "
             "not the schedule or the time grid: use adjoint=Backpropagation() or Checkpointed() for those"
         )
-    result = _solve_plan(inputs, solver)
+    result = _solve_plan(inputs, solver, denoise_to_zero)
     return result, result
 
 
@@ -211,7 +225,7 @@ def _adjoint_coefficients(schedule, times, order: int):
 
 
 @_adjoint_solve.def_bwd
-def _adjoint_backward(result, cotangent, perturbed, inputs, solver, order):
+def _adjoint_backward(result, cotangent, perturbed, inputs, solver, order, denoise_to_zero):
     _, model, times = inputs
     schedule, dtype = model.schedule, result.dtype
     dynamic, static = eqx.partition(model, _without_schedule(model))
@@ -227,7 +241,7 @@ def _adjoint_backward(result, cotangent, perturbed, inputs, solver, order):
         # the residuals of the standard-normal linearisation: of the state, of the adjoint, of the parameters
         newest = (prediction - a * (state / nu_from), nu_from * state_term - a * adjoint, parameter_term)
         increment = jax.tree.map(
-            lambda new, old: weight_new * new + weight_difference * (new - old), newest, previous
+            lambda new, old: (weight_new * new + weight_difference * (new - old)).astype(new.dtype), newest, previous
         )
         state = nu_to * (state / nu_from - increment[0])
         adjoint = adjoint + increment[1]
