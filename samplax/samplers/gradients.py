@@ -260,23 +260,23 @@ def _adjoint_backward(result, cotangent, perturbed, inputs, solver, order, denoi
 # -- the reversible adjoint -----------------------------------------------------------------
 
 
-def _reversible_forward_solve(inputs, solver):
-    x, x_hat, model, times = inputs
-    state, _ = solver.solve(model.predict(solver.prediction), ReversibleState(x, x_hat), times)
-    return state.x, state.x_hat
-
-
-@eqx.filter_custom_vjp
-def _reversible_solve(inputs, solver):
-    return _reversible_forward_solve(inputs, solver)
-
-
-@_reversible_solve.def_fwd
-def _reversible_solve_forward(perturbed, inputs, solver):
+def _reversible_carry(inputs, solver):
+    """The final carry (x, x_hat, v_hat) of the reversible solve: all its backward pass keeps."""
     x, x_hat, model, times = inputs
     predict = model.predict(solver.prediction)
     carry = solver.start(predict, ReversibleState(x, x_hat), jnp.asarray(times)[0])
     carry, _ = jax.lax.scan(lambda c, row: (solver.step(predict, c, row), None), carry, solver.rows(times))
+    return carry
+
+
+@eqx.filter_custom_vjp
+def _reversible_solve(inputs, solver):
+    return _reversible_carry(inputs, solver)[:2]
+
+
+@_reversible_solve.def_fwd
+def _reversible_solve_forward(perturbed, inputs, solver):
+    carry = _reversible_carry(inputs, solver)
     return carry[:2], carry
 
 
