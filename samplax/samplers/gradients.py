@@ -37,7 +37,10 @@ from samplax.pytrees import static_field
 from samplax.solvers.engine import Plan, run_plan
 from samplax.solvers.reversible import ReversibleState
 
-__all__ = ["Backpropagation", "Checkpointed", "ExponentialAdjoint", "GradientMethod", "ReversibleAdjoint"]
+__all__ = [
+    "Backpropagation", "Checkpointed", "ExponentialAdjoint", "GradientMethod", "ReversibleAdjoint",
+    "as_gradient_method",
+]
 
 
 class GradientMethod:
@@ -156,6 +159,15 @@ class ReversibleAdjoint(GradientMethod):
     def integrate_reversible(self, model, solver, state, times, return_trajectory):
         x, x_hat = _reversible_solve((state.x, state.x_hat, model, times), solver)
         return ReversibleState(x, x_hat), None
+
+
+def as_gradient_method(adjoint, solver, *, return_trajectory: bool, share_compilation: bool) -> GradientMethod:
+    """The checked gradient method of a workflow's `adjoint=` (None: Backpropagation())."""
+    adjoint = Backpropagation() if adjoint is None else adjoint
+    if not isinstance(adjoint, GradientMethod):
+        raise TypeError(f"adjoint must be a samplax gradient method such as Checkpointed(), got {adjoint!r}")
+    adjoint.check(solver, return_trajectory=return_trajectory, share_compilation=share_compilation)
+    return adjoint
 
 
 # -- the exponential adjoint ----------------------------------------------------------------

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.gradients import Backpropagation, GradientMethod
+from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import Grid, check_batch, check_model, resolve_grid
 from samplax.solvers.reversible import ReversibleHeun, ReversibleState
@@ -76,8 +76,7 @@ def reversible_sample(
     """
     check_model(model, "reversible_sample")
     solver = ReversibleHeun()
-    adjoint = Backpropagation() if adjoint is None else adjoint
-    adjoint.check(solver, return_trajectory=return_trajectory, share_compilation=False)
+    adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory, share_compilation=False)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
     return solve_forward(model, solver, noise, request, return_trajectory, adjoint)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.gradients import Backpropagation, GradientMethod
+from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
 from samplax.solvers.engine import run_plan
@@ -155,10 +155,8 @@ def sample(
     check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
     keys, source = noise_keys(solver, key, noise_source, noise.shape[0])
-    adjoint = Backpropagation() if adjoint is None else adjoint
-    if not isinstance(adjoint, GradientMethod):
-        raise TypeError(f"adjoint must be a samplax gradient method such as Checkpointed(), got {adjoint!r}")
-    adjoint.check(solver, return_trajectory=return_trajectory, share_compilation=share_compilation)
+    adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory,
+                                 share_compilation=share_compilation)
     if share_compilation and (solver.adaptive or solver.reversible or solver.stochastic):
         raise ValueError(f"share_compilation applies to deterministic solvers that run a plan, not to {solver}")
     if solver.adaptive:
