@@ -10,15 +10,18 @@ import samplax as sx
 from samplax.solvers.deis import DEIS, IPNDM, RhoRungeKutta
 
 # (solver, steps, theoretical order). The slope is taken between `steps` and 2 * steps,
-# where each method has reached its asymptotic rate on this problem (the third-order
-# methods get there later). iPNDM's fixed equal-step weights make it second order on a
+# where each method has reached its asymptotic rate on this problem (the third- and
+# fourth-order methods get there later; the fourth-order ones keep every step at full
+# order, since a first-order last step would show its own rate first). iPNDM's fixed equal-step weights make it second order on a
 # grid that is not uniform in rho.
 ORDER_CASES = [
     (DEIS(order=1, method="tab"), 32, 1),
     (DEIS(order=2, method="tab"), 32, 2),
     (DEIS(order=3, method="tab"), 64, 3),
+    (DEIS(order=4, method="tab", lower_order_final=False), 128, 4),
     (DEIS(order=2, method="rhoab"), 32, 2),
     (DEIS(order=3, method="rhoab"), 64, 3),
+    (DEIS(order=4, method="rhoab", lower_order_final=False), 128, 4),
     (RhoRungeKutta("heun"), 16, 2),
     (RhoRungeKutta("kutta3"), 32, 3),
     (RhoRungeKutta("rk4"), 16, 4),
@@ -78,6 +81,42 @@ def test_tab_quadrature_is_converged():
         assert max(float(d) for d in differences(*grids)) < 1e-12
 
 
+@pytest.mark.parametrize("order", [3, 4])
+def test_tab_coefficients_equal_the_papers_integrals_in_t(order):
+    """The tAB-DEIS weights, taken in lambda, equal the DEIS paper's (and jax_deis's)
+    definition in t, computed here independently by adaptive quadrature in t:
+    C_ij = int_{t_i}^{t_{i+1}} sqrt(abar_{i+1} / abar(tau)) (-(log abar)'(tau) / 2)
+    / sqrt(1 - abar(tau)) l_j(tau) dtau, with abar = alpha^2 and l_j the Lagrange basis in t
+    through t_i, ..., t_{i-order+1}: to 1e-8 relative on a quadratic grid."""
+    from scipy import integrate
+
+    with jax.enable_x64(True):
+        schedule = sx.schedules.VPLinear()
+        times = sx.solvers.time_grid(schedule, 8, "quadratic")
+        solver = DEIS(order=order, lower_order_final=False)
+        weights = np.asarray(jax.jit(solver.plan, compiler_options=FAST_COMPILE)(schedule, times).update_history)
+
+        def log_alpha_bar(t):
+            return 2.0 * schedule.log_alpha(t)
+
+        derivative = jax.jit(jax.grad(log_alpha_bar))
+        times = np.asarray(times)
+        for step in range(order - 1, len(times) - 1):
+            nodes = times[step - np.arange(order)]  # t_i, t_{i-1}, ...
+            alpha_bar_next = np.exp(float(log_alpha_bar(times[step + 1])))
+            for j in range(order):
+                others = np.delete(nodes, j)
+
+                def integrand(tau):
+                    alpha_bar = np.exp(float(log_alpha_bar(tau)))
+                    basis = np.prod((tau - others) / (nodes[j] - others))
+                    return (np.sqrt(alpha_bar_next / alpha_bar) * -0.5 * float(derivative(tau))
+                            / np.sqrt(1.0 - alpha_bar) * basis)
+
+                expected, _ = integrate.quad(integrand, times[step], times[step + 1], epsabs=0, epsrel=1e-12)
+                np.testing.assert_allclose(weights[step, j], expected, rtol=1e-8)
+
+
 def test_rhoab_coefficients_are_exact_polynomial_integrals():
     """rhoAB-DEIS of order 2 integrates the line through (rho_{i-1}, eps_{i-1}) and
     (rho_i, eps_i) exactly: weight of eps_{i-1} = alpha_{i+1} d^2 / (2 (rho_{i-1} - rho_i))."""
@@ -113,11 +152,11 @@ def test_rk_stage_times_and_evaluations():
 
 
 def test_registry_and_bad_input():
-    for name in ["deis-tab1", "deis-tab2", "deis-tab3", "deis-rhoab1", "deis-rhoab2", "deis-rhoab3",
-                 "deis-rhork2", "deis-rhork3", "deis-rhork4", "ipndm"]:
+    for name in ["deis-tab1", "deis-tab2", "deis-tab3", "deis-tab4", "deis-rhoab1", "deis-rhoab2", "deis-rhoab3",
+                 "deis-rhoab4", "deis-rhork2", "deis-rhork3", "deis-rhork4", "ipndm"]:
         assert sx.solvers.get(name).prediction == "noise"
     with pytest.raises(ValueError, match="order"):
-        DEIS(order=4)
+        DEIS(order=5)
     with pytest.raises(ValueError, match="method"):
         DEIS(method="log")
     with pytest.raises(ValueError, match="tableau"):

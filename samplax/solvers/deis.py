@@ -10,6 +10,9 @@ approximated. Over a step from t_i to t_{i+1},
 * tAB-DEIS replaces eps by the Lagrange polynomial in t through the last `order`
   predictions; the integrals are taken in lambda by Gauss-Legendre quadrature (in lambda
   the integrand is smooth, even where rho(t) has a square-root behaviour near t = 0).
+  samplax counts the predictions, as for every multistep method here, so `order` is the
+  order of accuracy; the paper and its JAX code (jax_deis) count the polynomial's degree:
+  our deis-tab4 is their tAB3 and our deis-tab3 their tAB2.
 * rhoAB-DEIS uses the Lagrange polynomial in rho; the integrals are polynomial and the
   Gauss-Legendre rule is exact for them.
 * rhoRK-DEIS runs a classical Runge-Kutta method on dv / drho = eps.
@@ -87,7 +90,8 @@ class DEIS(_NoiseMultistep):
     rho = sigma / alpha.
 
     Attributes:
-        order: 1, 2 or 3 (number of predictions in the polynomial). Order 1 is DDIM.
+        order: 1 to 4, the number of predictions in the polynomial (its degree plus one:
+            the DEIS paper's tAB-r is order r + 1). Order 1 is DDIM.
         method: "tab" or "rhoab".
         lower_order_final: lower the order over the last steps, as for DPM-Solver.
         quadrature_nodes: Gauss-Legendre nodes per step for tAB-DEIS. With 24 nodes the
@@ -103,7 +107,7 @@ class DEIS(_NoiseMultistep):
     prediction: str = static_field("noise")
 
     def __post_init__(self):
-        check_choice("DEIS order", self.order, (1, 2, 3))
+        check_choice("DEIS order", self.order, (1, 2, 3, 4))
         check_choice("DEIS method", self.method, DEIS_METHODS)
         check_choice("prediction", self.prediction, ("noise",))
         if not isinstance(self.quadrature_nodes, int) or self.quadrature_nodes < 2:
@@ -244,9 +248,11 @@ SOLVERS = {
     "deis-tab1": DEIS(method="tab", order=1),
     "deis-tab2": DEIS(method="tab", order=2),
     "deis-tab3": DEIS(method="tab", order=3),
+    "deis-tab4": DEIS(method="tab", order=4),
     "deis-rhoab1": DEIS(method="rhoab", order=1),
     "deis-rhoab2": DEIS(method="rhoab", order=2),
     "deis-rhoab3": DEIS(method="rhoab", order=3),
+    "deis-rhoab4": DEIS(method="rhoab", order=4),
     "deis-rhork2": RhoRungeKutta(tableau="heun"),
     "deis-rhork3": RhoRungeKutta(tableau="kutta3"),
     "deis-rhork4": RhoRungeKutta(tableau="rk4"),
