@@ -12,13 +12,14 @@ adjoint; reversible Heun with backpropagation and the reversible adjoint. Networ
 shipped digits UNet (8x8x1, 0.39M parameters) and a UNet of CIFAR-10 size (32x32x3, DDPM's
 configuration, about 36M parameters, random weights; memory only: on a 2-core CPU one of
 its gradients at 200 steps takes hours). Writes benchmarks/results/gradient_memory.json
-and .md.
+and .md (networks not measured in this run keep their earlier results).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import platform
 import sys
@@ -109,17 +110,18 @@ def report(results) -> str:
         lines += [f"## {network} ({entry['parameters'] / 1e6:.2f}M parameters)", ""]
         rows = entry["rows"]
         header = ["solver", "method", "steps", "noise MB", "params MB"]
-        header += ["noise s", "params s", "time / backprop (params)"]
+        header += ["noise s", "params s", "time / backprop (noise)", "time / backprop (params)"]
         table = []
         for row in rows:
             cells = [row["solver"], row["method"], str(row["steps"]),
                      f"{row['noise_temp_bytes'] / 1e6:.1f}", f"{row['parameters_temp_bytes'] / 1e6:.1f}"]
             if "noise_seconds" not in row:
-                cells += ["", "", ""]
+                cells += ["", "", "", ""]
             else:
                 base = next(r for r in rows if r["solver"] == row["solver"] and r["steps"] == row["steps"]
                             and r["method"] == "backpropagation")
                 cells += [f"{row['noise_seconds']:.3f}", f"{row['parameters_seconds']:.3f}",
+                          f"{row['noise_seconds'] / base['noise_seconds']:.2f}",
                           f"{row['parameters_seconds'] / base['parameters_seconds']:.2f}"]
             table.append(cells)
         lines += markdown_table(header, table) + [""]
@@ -135,6 +137,16 @@ def report(results) -> str:
     return "\n".join(lines)
 
 
+def previous_networks(path, batch):
+    """The networks measured by an earlier run at the same batch, kept so that
+    `--networks cifar` adds to the digits results instead of replacing them."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as file:
+        previous = json.load(file)
+    return previous["networks"] if previous.get("batch") == batch else {}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 50, 200])
@@ -145,15 +157,16 @@ def main():
                         help="the step counts to time (on the digits UNet, or on a GPU)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
+    path = os.path.join(args.out, "gradient_memory.json")
     results = {"machine": f"{platform.machine()} CPU x{os.cpu_count()} ({jax.default_backend()})",
-               "jax": jax.__version__, "batch": args.batch, "networks": {}}
+               "jax": jax.__version__, "batch": args.batch, "networks": previous_networks(path, args.batch)}
     builders = {"digits": digits_model, "cifar": cifar_model}
     for network in args.networks:
         model, shape = builders[network]()
         timed = args.time_steps if network == "digits" or jax.default_backend() != "cpu" else []
         rows = measure(model, shape, args.batch, args.steps, args.repeats, set(timed))
         results["networks"][network] = {"parameters": parameter_count(model), "shape": shape, "rows": rows}
-    write_json(os.path.join(args.out, "gradient_memory.json"), results)
+    write_json(path, results)
     write_text(os.path.join(args.out, "gradient_memory.md"), report(results) + "\n")
     print(report(results))
 
