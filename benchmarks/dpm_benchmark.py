@@ -4,10 +4,14 @@ side with peer implementations (sampler overhead and compile time: overhead.py).
     python benchmarks/dpm_benchmark.py                       # samplax only
     python benchmarks/dpm_benchmark.py --peers               # + diffusers, k-diffusion, DPM-Solver
     python benchmarks/dpm_benchmark.py --keep-peers          # samplax again, the stored peers kept
+    python benchmarks/dpm_benchmark.py --jax-peers           # + dpm_solver_jax.py and jax_deis
+    python benchmarks/dpm_benchmark.py --seed 3 --out ...    # another mixture of the same family
 
-The peers run in a separate Python environment (see benchmarks/peers/README.md), given by
---peer-python; the official DPM-Solver file is given by --dpm-solver-path. Results go to
-benchmarks/results/dpm_benchmark.json and a markdown table to
+The peers run in separate Python environments (see benchmarks/peers/README.md): the torch
+ones given by --peer-python, the official DPM-Solver file by --dpm-solver-path, the JAX
+ones (built by benchmarks/peers/build_jax_peers.sh) by --jax-peer-python and
+--jax-peer-sources. --jax-peers can be combined with --peers or --keep-peers. Results go
+to benchmarks/results/dpm_benchmark.json and a markdown table to
 benchmarks/results/dpm_benchmark.md.
 
 Every configuration is scored against the exact ODE solution at its own end point: sigma = 0
@@ -67,10 +71,11 @@ OFFICIAL_AGREEMENT_CONFIGS = {
 
 
 def diffusion_solvers(names=None):
-    """Every registered fixed-grid solver that integrates a data or noise prediction (or
-    those of `names`), and, for multistep solvers that lower their order over the last
-    steps, the same solver without it."""
-    solvers = registered_solvers(lambda solver: not solver.adaptive and solver.prediction in ("data", "noise"))
+    """Every registered deterministic fixed-grid solver that integrates a data or noise
+    prediction (or those of `names`), and, for multistep solvers that lower their order
+    over the last steps, the same solver without it."""
+    solvers = registered_solvers(
+        lambda solver: not solver.adaptive and not solver.stochastic and solver.prediction in ("data", "noise"))
     unknown = sorted(set(names or ()) - set(solvers))
     if unknown:
         raise SystemExit(f"--solvers: {unknown} are not fixed-grid diffusion solvers; choose from {sorted(solvers)}")
@@ -146,12 +151,14 @@ def adaptive_errors(model, noise, reference):
 # -- peers -------------------------------------------------------------------------------
 
 
-def run_peers(problem, noise, args):
+def run_peers(problem, noise, args, torch_peers: bool, jax_peers: bool):
+    """The peers' results npz (as a dict), from the torch runner and/or the JAX runner."""
     mixture, schedule = problem
     x_start = np.asarray(schedule.sigma(1.0)) * np.asarray(noise, np.float64)
+    peers_directory = os.path.join(os.path.dirname(__file__), "peers")
+    results = {}
     with tempfile.TemporaryDirectory() as directory:
         problem_path = os.path.join(directory, "problem.npz")
-        out_path = os.path.join(directory, "peers.npz")
         np.savez(
             problem_path,
             means=np.asarray(mixture.means, np.float64),
@@ -161,13 +168,21 @@ def run_peers(problem, noise, args):
             noise=x_start.astype(np.float32),
             nfes=np.array(NFES),
         )
-        command = [args.peer_python, os.path.join(os.path.dirname(__file__), "peers", "peer_runner.py"),
-                   "--problem", problem_path, "--out", out_path]
-        if args.dpm_solver_path:
-            command += ["--dpm-solver-path", args.dpm_solver_path]
-        subprocess.run(command, check=True)
-        with np.load(out_path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
+        commands = []
+        if torch_peers:
+            command = [args.peer_python, os.path.join(peers_directory, "peer_runner.py")]
+            if args.dpm_solver_path:
+                command += ["--dpm-solver-path", args.dpm_solver_path]
+            commands.append(command)
+        if jax_peers:
+            commands.append([args.jax_peer_python, os.path.join(peers_directory, "jax_peer_runner.py"),
+                             "--sources", args.jax_peer_sources])
+        for number, command in enumerate(commands):
+            out_path = os.path.join(directory, f"peers{number}.npz")
+            subprocess.run(command + ["--problem", problem_path, "--out", out_path], check=True)
+            with np.load(out_path, allow_pickle=False) as data:
+                results.update({key: data[key] for key in data.files if key not in ("configs", "versions")})
+    return results
 
 
 def reference_at(mixture, schedule, x_start, final_sigma, cache):
@@ -230,6 +245,28 @@ def agreement(peers, model, noise):
     return differences
 
 
+def jax_deis_same_grid(peers, peer_error, model, noise, reference_at_end):
+    """jax_deis's tAB-r and rhoAB-r against samplax's DEIS of order r + 1 (the same
+    polynomial) on jax_deis's own grid (its integer indices i as t = (i + 1) / 1000), ending
+    where it ends (t_min), with and without lower-order final steps:
+    {config: {nfe: {"jax_deis": error, "samplax": error, "samplax (lower-order final)": error}}}."""
+    table = {}
+    for key in sorted(peers):
+        if not key.startswith("samples/jaxdeis_") or "ipndm" in key:
+            continue
+        _, config, nfe = key.split("/")
+        method, degree = config.split("_")[1][:-1], int(config.split("_")[1][-1])
+        times = jnp.asarray((np.asarray(peers[f"timesteps/{config}/{nfe}"], np.float64) + 1.0) / 1000.0, jnp.float32)
+        row = {"jax_deis": peer_error[config][nfe]}
+        for label, lower in (("samplax", False), ("samplax (lower-order final)", True)):
+            solver = sx.solvers.DEIS(method=method, order=degree + 1, lower_order_final=lower)
+            x, info = sx.sample(model, solver, noise, grid=times)
+            assert int(info.nfe) == int(nfe), (config, nfe, int(info.nfe))
+            row[label] = rms_error(x, reference_at_end)
+        table.setdefault(config, {})[nfe] = row
+    return table
+
+
 # -- report ------------------------------------------------------------------------------
 
 
@@ -257,7 +294,8 @@ def markdown(report):
     lines = []
     peers = report.get("peers", {})
     peer_ends = report.get("peer_ends", {})
-    libraries = {"diffusers": "diffusers_", "k-diffusion": "kdiff_", "DPM-Solver (official)": "dpmsolver_"}
+    libraries = {"diffusers": "diffusers_", "k-diffusion": "kdiff_", "DPM-Solver (official)": "dpmsolver_",
+                 "dpm_solver_jax": "dpmsolverjax_", "jax_deis": "jaxdeis_"}
     for end in ("sigma = 0", "t_min"):
         ours = {
             f"{name} [{label}]": by_nfe
@@ -309,6 +347,14 @@ def markdown(report):
             (config, {n: f"{difference:.1e}" for n, difference in by_nfe.items()})
             for config, by_nfe in report["agreement"].items()
         ])
+    if report.get("jax_deis_same_grid"):
+        lines += ["", "jax_deis tAB-r / rhoAB-r beside samplax DEIS of order r + 1 (the same polynomial) on "
+                  "jax_deis's own grid, ending at t_min: jax_deis / samplax / samplax with lower-order final:", ""]
+        lines += _nfe_table("jax_deis configuration", [
+            (config, {n: " / ".join(f"{row[k]:.2e}" for k in ("jax_deis", "samplax", "samplax (lower-order final)"))
+                      for n, row in by_nfe.items()})
+            for config, by_nfe in report["jax_deis_same_grid"].items()
+        ])
     if report.get("adaptive"):
         lines.append("")
         lines += markdown_table(["adaptive solver", "mean NFE", "error"], [
@@ -317,7 +363,7 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-def _stored_peers(path, samples) -> dict:
+def _stored_peers(path, samples, seed) -> dict:
     """The peers' part of an existing results file (and the command that made it)."""
     if not os.path.isfile(path):
         raise SystemExit(f"--keep-peers needs an existing results file; {path} does not exist")
@@ -325,7 +371,10 @@ def _stored_peers(path, samples) -> dict:
         stored = json.load(file)
     if stored["problem"]["samples"] != samples:
         raise SystemExit(f"--keep-peers: {path} has {stored['problem']['samples']} samples, not {samples}")
-    return {key: stored[key] for key in ("command", "peers", "peer_ends", "agreement") if key in stored}
+    if stored["problem"].get("seed", 0) != seed:
+        raise SystemExit(f"--keep-peers: {path} is for mixture seed {stored['problem'].get('seed', 0)}, not {seed}")
+    return {key: stored[key] for key in ("command", "peers", "peer_ends", "agreement", "jax_deis_same_grid")
+            if key in stored}
 
 
 def main():
@@ -334,6 +383,12 @@ def main():
     parser.add_argument("--peers", action="store_true", help="also run the peer implementations")
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python", help="python of the peer environment")
     parser.add_argument("--dpm-solver-path", default=None, help="path to the official dpm_solver_pytorch.py")
+    parser.add_argument("--jax-peers", action="store_true", help="also run dpm_solver_jax.py and jax_deis")
+    parser.add_argument("--jax-peer-python", default="/work/jax-peers/venv/bin/python",
+                        help="python of the JAX peers' environment (build_jax_peers.sh)")
+    parser.add_argument("--jax-peer-sources", default="/work/jax-peers/src",
+                        help="folder with the patched dpm_solver_jax.py and jax_deis/ (build_jax_peers.sh)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the mixture (0: the benchmark problem)")
     parser.add_argument("--solvers", nargs="+", default=None, help="sweep only these solvers (default: all)")
     parser.add_argument("--keep-peers", action="store_true",
                         help="rerun samplax only and keep the peers' results (and agreement) already in --out")
@@ -341,9 +396,9 @@ def main():
     args = parser.parse_args()
     if args.keep_peers and args.peers:
         parser.error("--keep-peers keeps the stored peer results; --peers runs them again: choose one")
-    stored = _stored_peers(args.out, args.samples) if args.keep_peers else {}
+    stored = _stored_peers(args.out, args.samples, args.seed) if args.keep_peers else {}
 
-    mixture, schedule, noise, reference = diffusion_problem(args.samples)
+    mixture, schedule, noise, reference = diffusion_problem(args.samples, seed=args.seed)
     model = mixture.denoiser(schedule, "noise")
     noise = jnp.asarray(noise)
     report = {
@@ -351,7 +406,7 @@ def main():
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, jax {jax.__version__}, "
         f"{jax.devices()[0].device_kind}",
         "problem": {"dimension": mixture.dimension, "components": int(mixture.weights.shape[0]),
-                    "samples": args.samples, "schedule": "DDPM linear betas 1e-4..0.02, 1000 steps",
+                    "samples": args.samples, "seed": args.seed, "schedule": "DDPM linear betas 1e-4..0.02, 1000 steps",
                     "t_end": T_END},
     }
     print("samplax: error at NFE", NFES)
@@ -361,12 +416,17 @@ def main():
     partial = args.out[:-5] + ".partial.json"
     report["samplax"] = samplax_errors(model, noise, reference, reference_at_end, partial, args.solvers)
     report["adaptive"] = adaptive_errors(model, noise, reference)
-    if args.peers:
-        peers = run_peers((mixture, schedule), noise, args)
-        report["peers"], report["peer_ends"] = peer_errors(peers, mixture, schedule, x_start)
-        report["agreement"] = agreement(peers, model, noise)
     if stored:
         report.update(stored, command=f"{stored['command']}` then `{report['command']}")
+    if args.peers or args.jax_peers:
+        peers = run_peers((mixture, schedule), noise, args, args.peers, args.jax_peers)
+        errors, ends = peer_errors(peers, mixture, schedule, x_start)
+        report["peers"] = {**report.get("peers", {}), **errors}
+        report["peer_ends"] = {**report.get("peer_ends", {}), **ends}
+        if args.peers:
+            report["agreement"] = agreement(peers, model, noise)
+        if args.jax_peers:
+            report["jax_deis_same_grid"] = jax_deis_same_grid(peers, errors, model, noise, reference_at_end)
     text = markdown(report)
     write_json(args.out, report)
     write_text(args.out[:-5] + ".md", text)

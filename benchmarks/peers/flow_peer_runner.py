@@ -23,14 +23,14 @@ t = 1, and nfes. The output npz holds, for every config name C and model-call co
 """
 
 import importlib.metadata
-import json
 import sys
 import time
 
 import diffusers
 import numpy as np
 import torch
-from peer_runner import MixturePosterior, read_arguments, save_npz
+from peer_runner import MixturePosterior, read_arguments
+from runner_files import save_results, store_result
 
 
 class MixtureVelocityModel(MixturePosterior):
@@ -115,17 +115,8 @@ def main():
             notes="model called at t = " + ("scheduler.sigmas[i]" if model_time == "sigma" else "timestep / 1000")
                   + "; starts from the noise as given; parameters is the scheduler's full config")
         for target in problem["nfes"]:
-            result = run_flow(class_name, kwargs, model_time, problem, noise, int(target))
-            key = f"{name}/{result['nfe']}"
-            for field in ("samples", "nfe", "timesteps", "sigmas", "model_t", "wall_s"):
-                arrays[f"{field}/{key}"] = np.asarray(result[field])
-            arrays[f"final_sigma/{key}"] = np.asarray(result["sigmas"][-1], dtype=np.float64)
-            finite = np.isfinite(result["samples"]).all()
-            print(f"{name:44s} nfe={result['nfe']:4d} wall={result['wall_s']:.3f}s"
-                  + ("" if finite else "  NON-FINITE SAMPLES"), flush=True)
-    arrays["configs"] = np.asarray(json.dumps(configs, indent=1, default=str))
-    arrays["versions"] = np.asarray(json.dumps(versions))
-    save_npz(args.out, arrays)
+            store_result(arrays, name, run_flow(class_name, kwargs, model_time, problem, noise, int(target)))
+    save_results(args.out, arrays, configs, versions)
 
 
 if __name__ == "__main__":

@@ -29,22 +29,19 @@ peer actually used):
     versions         JSON string     library versions
 """
 
-import argparse
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
-import json
 import math
-import os
 import sys
-import tempfile
 import time
 import types
 
 import diffusers
 import numpy as np
 import torch
+from runner_files import parse_arguments, run_jobs, save_results
 
 
 class MixturePosterior:
@@ -310,30 +307,10 @@ def run_dpm_solver(params, problem, noise, nfe, dpm):
 # ---------------------------------------------------------------- driver
 
 
-def save_npz(path, arrays):
-    """Write the npz atomically (temporary file, then rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".npz", delete=False) as handle:
-        np.savez(handle, **arrays)
-    os.replace(handle.name, path)
-
-
 def read_arguments(description, problem_fields, extra=()):
-    """The arguments every peer runner takes (--problem, --out, --only, --force, and
-    `extra`: (flag, help) pairs), refusing to overwrite --out without --force; then the
-    problem npz and its noise, torch on one thread. Returns (args, problem, noise)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--problem", required=True, help=f"problem npz ({problem_fields})")
-    parser.add_argument("--out", required=True, help="results npz to write")
-    for flag, text in extra:
-        parser.add_argument(flag, help=text)
-    parser.add_argument("--only", default="", help="run only configs whose name contains this string")
-    parser.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    args = parser.parse_args()
-    if os.path.exists(args.out) and not args.force:
-        parser.error(f"--out {args.out} exists; pass --force to overwrite it")
+    """`parse_arguments`, then torch on one thread. Returns (args, problem, noise)."""
+    args, problem = parse_arguments(description, problem_fields, extra)
     torch.set_num_threads(1)
-    problem = dict(np.load(args.problem))
     return args, problem, torch.as_tensor(problem["noise"], dtype=torch.float32)
 
 
@@ -380,27 +357,11 @@ def main():
                 "1000 (t - 1/1000)",
                 run=lambda nfe, p=params: run_dpm_solver(p, problem, noise, nfe, dpm))
 
-    arrays, configs = {}, {}
-    for name, job in jobs.items():
-        if args.only not in name:
-            continue
-        run = job.pop("run")
-        configs[name] = job
-        targets = nfes[:1] if job["parameters"].get("sampler") == "sample_dpm_adaptive" else nfes
-        for target in targets:
-            result = run(target)
-            key = f"{name}/{result['nfe']}"
-            if f"samples/{key}" in arrays:
-                continue
-            for field in ("samples", "nfe", "timesteps", "sigmas", "model_t", "wall_s"):
-                arrays[f"{field}/{key}"] = np.asarray(result[field])
-            arrays[f"final_sigma/{key}"] = np.asarray(result["sigmas"][-1], dtype=np.float64)
-            finite = np.isfinite(result["samples"]).all()
-            print(f"{name:42s} nfe={result['nfe']:3d} wall={result['wall_s']:.3f}s"
-                  + ("" if finite else "  NON-FINITE SAMPLES"), flush=True)
-    arrays["configs"] = np.asarray(json.dumps(configs, indent=1))
-    arrays["versions"] = np.asarray(json.dumps(versions))
-    save_npz(args.out, arrays)
+    def targets(job):
+        return nfes[:1] if job["parameters"].get("sampler") == "sample_dpm_adaptive" else nfes
+
+    arrays, configs = run_jobs(jobs, args.only, targets)
+    save_results(args.out, arrays, configs, versions)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ every config name C, model-call count N (the NFE the peer actually used) and see
 """
 
 import importlib.metadata
-import json
 import math
 import os
 import sys
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peer_runner import MixtureEpsModel, load_k_diffusion, make_scheduler, read_arguments, save_npz  # noqa: E402
+from peer_runner import MixtureEpsModel, load_k_diffusion, make_scheduler, read_arguments  # noqa: E402
+from runner_files import save_results  # noqa: E402
 
 # ---------------------------------------------------------------- k-diffusion
 
@@ -276,9 +276,7 @@ def main():
     versions = library_versions()
     jobs = {name: job for name, job in make_jobs(problem, noise, versions).items() if args.only in name}
     arrays, configs = run_jobs(jobs, [int(n) for n in problem["nfes"]], [int(s) for s in problem["seeds"]])
-    arrays["configs"] = np.asarray(json.dumps(configs, indent=1))
-    arrays["versions"] = np.asarray(json.dumps(versions))
-    save_npz(args.out, arrays)
+    save_results(args.out, arrays, configs, versions)
 
 
 if __name__ == "__main__":
