@@ -105,7 +105,8 @@ def reward(samples):
 optimized_noise, info = sx.optimize_noise(digits, "dpm++2m", pool[ones], reward, iterations=5 if FAST else 60,
                                           learning_rate=0.05, steps=10, adjoint=sx.ExponentialAdjoint(2))
 after = jax.nn.softmax(classifier(info.samples), axis=1)[:, 7]
-print(f"{ones.size} ones: mean probability of 7 {float(probabilities[ones, 7].mean()):.4f} -> {float(after.mean()):.4f}")
+before = float(probabilities[ones, 7].mean())
+print(f"{ones.size} ones: mean probability of 7 {before:.4f} -> {float(after.mean()):.4f}")
 print("mean noise norm", float(jnp.linalg.norm(optimized_noise.reshape(ones.size, -1), axis=1).mean()),
       "(typical: sqrt(64) = 8)")
 

@@ -12,8 +12,8 @@ from samplax.solvers.deis import DEIS, IPNDM, RhoRungeKutta
 # (solver, steps, theoretical order). The slope is taken between `steps` and 2 * steps,
 # where each method has reached its asymptotic rate on this problem (the third- and
 # fourth-order methods get there later; the fourth-order ones keep every step at full
-# order, since a first-order last step would show its own rate first). iPNDM's fixed equal-step weights make it second order on a
-# grid that is not uniform in rho.
+# order, since a first-order last step would show its own rate first). iPNDM's fixed
+# equal-step weights make it second order on a grid that is not uniform in rho.
 ORDER_CASES = [
     (DEIS(order=1, method="tab"), 32, 1),
     (DEIS(order=2, method="tab"), 32, 2),
@@ -107,9 +107,9 @@ def test_tab_coefficients_equal_the_papers_integrals_in_t(order):
             for j in range(order):
                 others = np.delete(nodes, j)
 
-                def integrand(tau):
+                def integrand(tau, node=nodes[j], others=others, alpha_bar_next=alpha_bar_next):
                     alpha_bar = np.exp(float(log_alpha_bar(tau)))
-                    basis = np.prod((tau - others) / (nodes[j] - others))
+                    basis = np.prod((tau - others) / (node - others))
                     return (np.sqrt(alpha_bar_next / alpha_bar) * -0.5 * float(derivative(tau))
                             / np.sqrt(1.0 - alpha_bar) * basis)
 
