@@ -10,17 +10,11 @@
 # from). Then run benchmarks/peers/jax_peer_runner.py with DEST/venv/bin/python and
 # --sources DEST/src (benchmarks/dpm_benchmark.py --jax-peers does).
 #
-# The patches (nothing else is changed):
-# - jax_deis/vpsde.py imports jax._src.numpy.lax_numpy._promote_dtypes_inexact, a private
-#   function that current JAX no longer has; the patch promotes the three arrays to their
-#   common inexact dtype with jnp.result_type instead.
-# - dpm_solver_jax.py computes t_T ** (1 / 2) etc. on Python floats and passes float
-#   end points to jnp.linspace in get_time_steps; with jax_enable_x64 off that is fine,
-#   but `steps` reaches jnp.linspace as a traced value inside jit when sample() is jitted
-#   whole. The runner therefore calls sample() with Python integers only (no patch), and
-#   the one patch here replaces `jnp.max(s, self.max_val)` (an axis argument, rejected by
-#   current JAX at trace time) by `jnp.maximum(s, self.max_val)`; it is on the
-#   thresholding path, which the benchmark does not use, but the module must import.
+# The one patch (nothing else is changed): jax_deis/vpsde.py imports
+# jax._src.numpy.lax_numpy._promote_dtypes_inexact, a private function that current JAX no
+# longer has; the patch promotes the three arrays to their common inexact dtype with
+# jnp.result_type instead. dpm_solver_jax.py is used as it is: its schedule methods call
+# .reshape on t, so the runner passes t_start and t_end as arrays, not Python floats.
 set -euo pipefail
 
 DEST=${1:-/work/jax-peers}
