@@ -9,6 +9,8 @@ The training state is checkpointed every --checkpoint-every steps to --checkpoin
 outputs/NAME.train.msgpack for --out NAME.msgpack); running the same command again resumes
 from it. The
 exported model records the exact command, seed, final loss and training time in its config.
+A checkpoint that cannot be resumed (corrupt, or from other settings) and a file that
+cannot be written are one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from samplax.cli.options import OneLineParser
+
+    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=TASKS, help="which model to train")
     p.add_argument("--out", required=True, help="model file to write (.msgpack; a .json config goes beside it)")
     p.add_argument("--steps", type=int, default=20_000, help="optimiser steps (default: %(default)s)")
@@ -96,6 +98,8 @@ def _network(task: str, args) -> tuple[str, dict]:
 
 
 def main(argv=None) -> int:
+    """Run train.py: 0 done; 2 a bad argument; 1 a failure such as a corrupt checkpoint
+    (one line on stderr)."""
     args = parser().parse_args(argv)
     out = pathlib.Path(args.out)
     if out.suffix != ".msgpack":
@@ -105,6 +109,29 @@ def main(argv=None) -> int:
     if args.fokker_planck_weight < 0.0 or args.fokker_planck_samples < 1:
         parser().error("--fokker-planck-weight must be >= 0 and --fokker-planck-samples positive")
 
+    from samplax.models import training
+
+    try:
+        config = training.TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            warmup_steps=args.warmup_steps,
+            ema_decay=args.ema_decay,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except ValueError as error:
+        parser().error(str(error))
+    try:
+        return _train(args, config, out, argv)
+    except (ValueError, OSError) as error:  # a CheckpointError is a ValueError
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _train(args: argparse.Namespace, config, out: pathlib.Path, argv) -> int:
+    """Train with `config`, export the EMA model to `out` and print its summary as JSON."""
     import flax.nnx as nnx
     import jax
     import jax.numpy as jnp
@@ -112,15 +139,9 @@ def main(argv=None) -> int:
     from samplax.models import checkpoints, data, losses, networks, training
     from samplax.schedules import VPDiscrete
 
-    config = training.TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        ema_decay=args.ema_decay,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-    )
+    checkpoint = pathlib.Path(args.checkpoint or pathlib.Path("outputs") / (out.stem + ".train.msgpack"))
+    if checkpoint.exists():
+        checkpoints.read_config(checkpoint)  # a corrupt checkpoint fails before any work
     train_set = data.digits("train")
     network, network_kwargs = _network(args.task, args)
     model = networks.build(network, network_kwargs, seed=args.seed)
@@ -152,7 +173,7 @@ def main(argv=None) -> int:
         loss,
         {"x": train_set.images, "label": train_set.labels},
         config,
-        checkpoint=args.checkpoint or pathlib.Path("outputs") / (out.stem + ".train.msgpack"),
+        checkpoint=checkpoint,
         metadata=metadata,
         progress=not args.no_progress,
     )

@@ -6,6 +6,7 @@ Modules, in the order a run uses them:
     config      the frozen run configuration (defaults resolved, checked), run.json's arguments
     model       the loaded model and the one way to build its Denoiser
     inputs      reading the images given to --invert/--edit
+    outdir      the output folder: claimed for the run, progress.json, --resume
     sampling, inversion, editing    one runner per mode (transform: what the last two share)
     images      pixels, PNG files and the grid.png mosaics
     records     run.json and noise.npz

@@ -1,11 +1,15 @@
 """`main`: parse, check and resolve the options, start the distributed runtime, load the
-model, run the mode's runner and write run.json; errors become one line and an exit status."""
+model, claim the output folder, run the mode's runner and write run.json; errors become
+one line and an exit status."""
 
 from __future__ import annotations
 
 import pathlib
 import sys
 
+import jax
+
+from samplax.cli import outdir
 from samplax.cli.config import RunConfig, from_arguments, with_model
 from samplax.cli.editing import run_edit
 from samplax.cli.inversion import run_invert
@@ -25,8 +29,6 @@ def _start_distributed(config: RunConfig) -> None:
     options not given are auto-detected by `jax.distributed.initialize`."""
     if not config.distributed:
         return
-    import jax
-
     options = {
         "coordinator_address": config.coordinator_address,
         "num_processes": config.num_processes,
@@ -35,16 +37,31 @@ def _start_distributed(config: RunConfig) -> None:
     jax.distributed.initialize(**{k: v for k, v in options.items() if v is not None})
 
 
-def _run(config: RunConfig):
-    """Start up, load the model, resolve the solver and grid, and run the mode.
+def _run(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """Start up, load the model, resolve the solver and grid, claim the output folder, run
+    the mode and write run.json (on process 0).
 
     Returns:
-        (the final configuration, the runner's (record, written) or None).
+        (the final configuration, what was written for the closing line, or None on the
+        processes other than 0 of a distributed run).
     """
     _start_distributed(config)
     model = Model.load(config.model)
     config, solver = with_model(config, model)
-    return config, RUNNERS[config.mode](config, model, solver)
+    rank, processes = jax.process_index(), jax.process_count()
+    with outdir.claimed(config, rank, processes) as folder:
+        outcome = RUNNERS[config.mode](config, model, solver, folder)
+        if outcome is None:
+            return config, None
+        record, written = outcome
+        write_run_record(config, record)
+        folder.finish()
+    return config, written
+
+
+def _one_line(error: BaseException, text: str | None = None) -> str:
+    """The error (or `text`) and its notes (what a failed run left behind) on one line."""
+    return "; ".join([text or str(error), *getattr(error, "__notes__", ())]).replace("\n", " ")
 
 
 def main(argv=None) -> int:
@@ -54,21 +71,25 @@ def main(argv=None) -> int:
         argv: the arguments (default: the process's).
 
     Returns:
-        The exit status: 0 done, 2 a bad argument (one line on stderr, nothing written),
-        1 a failure while computing (one line on stderr).
+        The exit status: 0 done; 2 a bad argument (one line on stderr, nothing written);
+        1 a failure while computing or writing (one line on stderr, saying what the
+        interrupted run left; a folder the run made is removed if it holds no image);
+        130 interrupted (Ctrl-C).
     """
     args = parser().parse_args(argv)
     try:
-        config, outcome = _run(from_arguments(args))
+        config = from_arguments(args)
+        outdir.check(config)
+        config, written = _run(config)
     except UsageError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except (RuntimeError, OSError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+    except (RuntimeError, OSError, ValueError, TypeError, MemoryError) as error:
+        print(f"{PROG}: error: {_one_line(error)}", file=sys.stderr)
         return 1
-    if outcome is None:  # a process other than 0 of a distributed run
-        return 0
-    record, written = outcome
-    write_run_record(config, record)
-    print(f"wrote {written}, grid.png and run.json to {pathlib.Path(config.outdir)}/")
+    except KeyboardInterrupt as error:
+        print(f"{PROG}: {_one_line(error, 'interrupted')}", file=sys.stderr)
+        return 130
+    if written is not None:  # None: a process other than 0 of a distributed run
+        print(f"wrote {written}, grid.png and run.json to {pathlib.Path(config.outdir)}/")
     return 0

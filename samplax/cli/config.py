@@ -57,6 +57,7 @@ class RunConfig:
     batch_size: int
     outdir: str
     force: bool
+    resume: bool
     distributed: bool
     coordinator_address: str | None
     num_processes: int | None
@@ -109,6 +110,7 @@ def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
         ("--reversible", args.reversible, mode != "invert", "--invert"),
         ("--dark-ink", args.dark_ink, mode == "sample", "--invert and --edit"),
         ("--seeds", args.seeds is not None, mode != "sample", "sampling, not --" + mode),
+        ("--resume", args.resume, mode != "sample", "sampling, not --" + mode),
         ("--distributed", args.distributed, mode != "sample", "sampling, not --" + mode),
     ]
     for option, given, wrong_mode, allowed in misplaced:
@@ -150,7 +152,7 @@ def _check_names(config: RunConfig) -> None:
 
 
 def _check_values(config: RunConfig, args: argparse.Namespace) -> None:
-    """Values that are wrong whatever the model, and the output folder."""
+    """Values that are wrong whatever the model (the output folder: `samplax.cli.outdir`)."""
     if config.guidance_scale < 0:
         raise UsageError(f"--guidance-scale must be >= 0, got {config.guidance_scale}")
     for option, label in (("--label", config.label), ("--source-label", config.source_label)):
@@ -165,12 +167,8 @@ def _check_values(config: RunConfig, args: argparse.Namespace) -> None:
     if not config.distributed and any(v is not None for v in (args.coordinator_address, args.num_processes,
                                                               args.process_id)):
         raise UsageError("--coordinator-address, --num-processes and --process-id need --distributed")
-    outdir = pathlib.Path(config.outdir)
-    if outdir.exists() and not config.force:
-        raise UsageError(f"output folder {str(outdir)!r} already exists; "
-                         "pass --force to write into it or choose another --outdir")
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"--outdir {str(outdir)!r} exists and is not a folder")
+    if config.resume and config.force:
+        raise UsageError("--resume finishes the run in --outdir, --force starts it afresh: give one of them")
 
 
 def from_arguments(args: argparse.Namespace) -> RunConfig:

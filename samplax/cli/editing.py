@@ -9,18 +9,20 @@ import numpy as np
 import samplax
 from samplax.cli.config import RunConfig
 from samplax.cli.model import Model
+from samplax.cli.outdir import Folder
 from samplax.cli.transform import input_labels, over_inputs, read, write_results
 
 __all__ = ["run_edit"]
 
 
-def run_edit(config: RunConfig, model: Model, solver) -> tuple[dict, str]:
+def run_edit(config: RunConfig, model: Model, solver, folder: Folder) -> tuple[dict, str]:
     """Edit every input from --source-label to --label and write the results.
 
     Args:
         config: the final run configuration (mode "edit", `inject` resolved).
         model: the loaded model, a class-conditional flow (checked by `with_model`).
         solver: the fixed-grid flow solver `config.solver` names.
+        folder: the claimed output folder.
 
     Returns:
         (the run's part of run.json, what was written, for the closing line).
@@ -37,6 +39,6 @@ def run_edit(config: RunConfig, model: Model, solver) -> tuple[dict, str]:
         return int(info.nfe), {"images": edited}
 
     nfe, outputs, wall = over_inputs(config, inputs, step)
-    record = write_results(config, model, inputs, outputs["images"], wall)
+    record = write_results(config, model, folder, inputs, outputs["images"], wall)
     record.update(nfe=nfe, source_labels=source.tolist(), target_label=config.label, inject=config.inject)
     return record, f"{len(inputs.names)} edited images"

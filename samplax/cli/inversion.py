@@ -3,21 +3,20 @@ with a reversible one (which also keeps its companion state)."""
 
 from __future__ import annotations
 
-import pathlib
-
 import jax.numpy as jnp
 import numpy as np
 
 import samplax
 from samplax.cli.config import RunConfig
 from samplax.cli.model import Model
+from samplax.cli.outdir import Folder
 from samplax.cli.records import write_noise
 from samplax.cli.transform import input_labels, over_inputs, read, write_results
 
 __all__ = ["run_invert"]
 
 
-def run_invert(config: RunConfig, model: Model, solver) -> tuple[dict, str]:
+def run_invert(config: RunConfig, model: Model, solver, folder: Folder) -> tuple[dict, str]:
     """Invert every input to noise and sample it back; write the round trips and noise.npz.
 
     Args:
@@ -25,6 +24,7 @@ def run_invert(config: RunConfig, model: Model, solver) -> tuple[dict, str]:
         model: the loaded model.
         solver: the solver `config.solver` names; a reversible one runs
             `samplax.reversible_invert` and `samplax.reversible_sample`.
+        folder: the claimed output folder.
 
     Returns:
         (the run's part of run.json, what was written, for the closing line).
@@ -45,8 +45,8 @@ def run_invert(config: RunConfig, model: Model, solver) -> tuple[dict, str]:
         return int(info.nfe), {"images": back, "noise": noise}
 
     nfe, outputs, wall = over_inputs(config, inputs, step)
-    record = write_results(config, model, inputs, outputs["images"], wall)
-    write_noise(pathlib.Path(config.outdir) / "noise.npz", inputs.names, outputs["noise"], outputs.get("companion"))
+    record = write_results(config, model, folder, inputs, outputs["images"], wall)
+    write_noise(folder.path / "noise.npz", inputs.names, outputs["noise"], outputs.get("companion"))
     errors = np.abs(outputs["images"] - inputs.images).max(axis=(1, 2, 3))
     record.update(
         nfe_per_direction=nfe,

@@ -5,10 +5,14 @@ the mode or the model are resolved by `samplax.cli.config`."""
 from __future__ import annotations
 
 import argparse
+import math
 
 from samplax.models import pretrained
 
-__all__ = ["DEFAULTS", "UNCONDITIONAL", "USAGE", "UsageError", "parse_seeds", "parser"]
+__all__ = [
+    "DEFAULTS", "MAX_SEEDS", "UNCONDITIONAL", "USAGE", "OneLineParser", "UsageError", "format_seeds", "parse_seeds",
+    "parser",
+]
 
 USAGE = """\
 `samplax-sample`: write images from a shipped or saved model, invert images to noise,
@@ -25,7 +29,9 @@ Sampling: each sample's noise comes from its own seed (`fold_in(PRNGKey(0), seed
 sample `i` is the same whatever the batch size, device count or process count. The batch
 is sharded over all local devices; with --distributed, JAX's multi-process runtime is
 initialised and each process samples its share of the seeds (seeds[rank::processes]).
-Writes OUTDIR/{seed:06d}.png, OUTDIR/grid.png (upscaled for viewing) and OUTDIR/run.json.
+Writes OUTDIR/{seed:06d}.png, OUTDIR/grid.png (upscaled for viewing) and OUTDIR/run.json;
+OUTDIR/progress.json says which seeds are done and whether the run is complete, and
+--resume finishes an interrupted run. One run at a time holds a folder.
 
 Inversion (--invert INPUT...) runs the probability-flow ODE from each image to noise and
 back: OUTDIR/noise.npz, OUTDIR/{name}.png (the round trip), grid.png and run.json (with
@@ -38,14 +44,17 @@ scikit-learn digits of one class).
 
 DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64}
 UNCONDITIONAL = "none"  # the --label value that asks for no class
+# The most seeds of one run: grid.png holds every sample, upscaled, in memory (4 KiB each,
+# 400 MiB at the limit), and the seeds are held as a list; split larger runs over folders.
+MAX_SEEDS = 100_000
 
 
 class UsageError(ValueError):
     """A bad argument found after parsing; reported as one line with exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line (and exit status 2)."""
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (and exit status 2); scripts/train.py uses it too."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -59,9 +68,10 @@ def parse_seeds(text: str) -> list[int]:
 
     Returns:
         The seeds in order; raises `argparse.ArgumentTypeError` on a malformed, negative,
-        too large or repeated seed.
+        too large or repeated seed, or on more than `MAX_SEEDS` seeds (counted before the
+        ranges are expanded, so a huge range fails at once).
     """
-    seeds = []
+    ranges = []
     for part in text.split(","):
         part = part.strip()
         try:
@@ -70,16 +80,45 @@ def parse_seeds(text: str) -> list[int]:
                 low, high = int(low), int(high)
                 if high < low:
                     raise ValueError
-                seeds.extend(range(low, high + 1))
+                ranges.append((low, high))
             else:
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid seeds {text!r}: use a list like 0-63 or 0,4,10-19") from None
-    if min(seeds) < 0 or max(seeds) >= 2**31:
+    if min(low for low, _ in ranges) < 0 or max(high for _, high in ranges) >= 2**31:
         raise argparse.ArgumentTypeError(f"seeds must lie in [0, 2^31), got {text!r}")
+    count = sum(high - low + 1 for low, high in ranges)
+    if count > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is {count} seeds; one run takes at most {MAX_SEEDS} (split it over several --outdir)"
+        )
+    seeds = [seed for low, high in ranges for seed in range(low, high + 1)]
     if len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"seeds must not repeat, got {text!r}")
     return seeds
+
+
+def format_seeds(seeds) -> str:
+    """Seeds in the syntax of `parse_seeds`, runs of consecutive seeds as ranges ("" for none)."""
+    parts, seeds = [], list(seeds)
+    start = 0
+    for k in range(1, len(seeds) + 1):
+        if k == len(seeds) or seeds[k] != seeds[k - 1] + 1:
+            low, high = seeds[start], seeds[k - 1]
+            parts.append(str(low) if low == high else f"{low}-{high}")
+            start = k
+    return ",".join(parts)
+
+
+def _finite(text: str) -> float:
+    """A finite float (nan and inf would only fail, or mislead, once the run is under way)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _integer_at_least(text: str, low: int, wanted: str) -> int:
@@ -134,7 +173,7 @@ SOLVER_SETTINGS = {
 def _add_stochastic_options(p: argparse.ArgumentParser) -> None:
     """The settings of stochastic solvers and where their noise comes from."""
     for option, (_, text) in SOLVER_SETTINGS.items():
-        p.add_argument(f"--{option}", type=float, default=None, help=text + " (default: the solver's)")
+        p.add_argument(f"--{option}", type=_finite, default=None, help=text + " (default: the solver's)")
     p.add_argument("--noise-source", choices=("independent", "brownian"), default=None,
                    help="stochastic solvers: fresh normals at every step, or one Brownian path per seed that "
                    "stays the same when --steps changes (default: independent)")
@@ -147,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
         A parser whose errors are one line with exit status 2; it fills in no default
         that depends on the mode or the model (those are None until resolved).
     """
-    p = _Parser(prog="samplax-sample", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="samplax-sample", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_mode_options(p)
     p.add_argument("--model", help=f"{', '.join(pretrained.GENERATIVE)}, or a checkpoint path (.msgpack) "
                    f"(default: {pretrained.DEFAULT_EDITING} with --edit, else {pretrained.DEFAULT_GENERATIVE})")
@@ -156,9 +195,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive, default=DEFAULTS["steps"], help="grid intervals (default: %(default)s)")
     p.add_argument("--grid", help="time grid: logsnr, uniform, quadratic, karras, shifted "
                    "(default: logsnr for diffusion, uniform for flow)")
-    p.add_argument("--t-end", type=float, default=None, help="final time (default: the schedule's t_min)")
+    p.add_argument("--t-end", type=_finite, default=None, help="final time (default: the schedule's t_min)")
     _add_stochastic_options(p)
-    p.add_argument("--guidance-scale", type=float, default=None,
+    p.add_argument("--guidance-scale", type=_finite, default=None,
                    help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
                    "for sampling, 1 with --invert/--edit)")
     p.add_argument("--label", type=_label, default=None,
@@ -180,8 +219,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=None,
                    help=f"images per batch, a multiple of the local device count (default: {DEFAULTS['batch_size']})")
     p.add_argument("--outdir", default="samples",
-                   help="output folder; must not exist unless --force (default: %(default)s)")
+                   help="output folder; must not exist unless --force or --resume (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="write into an existing output folder, replacing files")
+    p.add_argument("--resume", action="store_true",
+                   help="sampling: finish an interrupted run in --outdir (same options): only the seeds its "
+                   "progress.json does not list as done")
     p.add_argument("--distributed", action="store_true",
                    help="sampling: initialise jax.distributed; each process samples seeds[rank::processes]")
     p.add_argument("--coordinator-address", help="with --distributed: host:port of process 0 (default: auto-detect)")

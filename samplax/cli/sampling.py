@@ -1,5 +1,6 @@
 """The sampling runner: each seed's noise from its own key, batches sharded over the local
-devices, one PNG per seed, and (on process 0, after every process has written) grid.png."""
+devices, one PNG per seed (the seeds an interrupted run finished are skipped with
+--resume), and (on process 0, after every process has written) grid.png."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from samplax.cli.config import RunConfig
 from samplax.cli.images import mosaic, read_png, to_pixels, write_png
 from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL, UsageError
+from samplax.cli.outdir import Folder
 from samplax.samplers.sharding import shard_batch
 
 __all__ = ["BASE_SEED", "SOLVER_NOISE_SEED", "run_sample"]
@@ -37,15 +39,16 @@ def _labels(config: RunConfig, model: Model, seeds: np.ndarray) -> np.ndarray | 
     return seeds % model.classes if config.label is None else np.full(seeds.shape, config.label)
 
 
-def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], devices: int) -> dict:
-    """Sample and write this process's seeds.
+def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], devices: int, folder: Folder) -> dict:
+    """Sample and write this process's seeds, recording each batch in the manifest.
 
     Args:
         config: the final run configuration.
         model: the loaded model.
         solver: the solver `config.solver` names.
-        seeds: this process's seeds.
+        seeds: the seeds this process has to sample.
         devices: the local device count; every batch is a multiple of it.
+        folder: the claimed output folder.
 
     Returns:
         {"tiles": {seed: pixels}, "nfe": one per sample, "first_batch_s": seconds or None}.
@@ -53,7 +56,6 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
     base = jax.random.PRNGKey(BASE_SEED)
     noise_for = jax.jit(jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), model.image_shape)))
     solver_keys = jax.jit(jax.vmap(lambda s: jax.random.fold_in(jax.random.key(SOLVER_NOISE_SEED), s)))
-    outdir = pathlib.Path(config.outdir)
     started = time.perf_counter()
     tiles, nfe, first_batch_s = {}, [], None
     # No bigger than needed for few seeds, and a multiple of the device count.
@@ -71,9 +73,11 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
         except FloatingPointError as error:
             raise RuntimeError(f"{error}; nothing was written for these seeds") from None
         pixels = to_pixels(jax.device_get(images))[: len(batch)]
+        folder.begin()
         for seed, tile in zip(batch, pixels, strict=True):
-            write_png(outdir / f"{seed:06d}.png", tile)
+            write_png(folder.path / f"{seed:06d}.png", tile)
             tiles[seed] = tile
+        folder.record(batch)
         # One number for fixed grids; one per sample for adaptive solvers.
         nfe += np.broadcast_to(np.asarray(info.nfe), (size,))[: len(batch)].tolist()
         if first_batch_s is None:
@@ -81,25 +85,29 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
     return {"tiles": tiles, "nfe": nfe, "first_batch_s": first_batch_s}
 
 
-def _gather_other_processes(outdir: pathlib.Path, seeds, tiles: dict, rank: int) -> None:
+def _read_missing_tiles(outdir: pathlib.Path, seeds, tiles: dict, rank: int, processes: int) -> None:
     """Wait until every process has written its PNGs (a barrier over the distributed
-    runtime); process 0 then reads the others' files into `tiles` for the mosaic."""
-    from jax.experimental import multihost_utils
+    runtime); process 0 then reads the images it did not sample itself (the other
+    processes', and with --resume those of the interrupted run) into `tiles`."""
+    if processes > 1:
+        from jax.experimental import multihost_utils
 
-    multihost_utils.sync_global_devices("samplax-sample: samples written")
+        multihost_utils.sync_global_devices("samplax-sample: samples written")
     if rank == 0:
         for seed in seeds:
             if seed not in tiles:
                 tiles[seed] = read_png(outdir / f"{seed:06d}.png")
 
 
-def run_sample(config: RunConfig, model: Model, solver) -> tuple[dict, str] | None:
-    """Sample this process's share of the seeds; process 0 also writes grid.png.
+def run_sample(config: RunConfig, model: Model, solver, folder: Folder) -> tuple[dict, str] | None:
+    """Sample this process's share of the seeds (less those done before a --resume);
+    process 0 also writes grid.png.
 
     Args:
         config: the final run configuration (mode "sample").
         model: the loaded model.
         solver: the solver `config.solver` names.
+        folder: the claimed output folder.
 
     Returns:
         On process 0, (the run's part of run.json, what was written, for the closing
@@ -109,20 +117,17 @@ def run_sample(config: RunConfig, model: Model, solver) -> tuple[dict, str] | No
     if config.batch_size % devices:
         raise UsageError(f"--batch-size {config.batch_size} does not divide over the {devices} local devices; "
                          f"use a multiple of {devices}")
-    outdir = pathlib.Path(config.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    done = set(folder.done)
+    seeds = [seed for seed in config.seeds[rank::processes] if seed not in done]
     started = time.perf_counter()
-    done = _sample_seeds(config, model, solver, list(config.seeds[rank::processes]), devices)
+    sampled = _sample_seeds(config, model, solver, seeds, devices, folder)
     wall = time.perf_counter() - started
-    nfe, tiles, first_batch_s = done["nfe"], done["tiles"], done["first_batch_s"]
+    nfe, tiles, first_batch_s = sampled["nfe"], sampled["tiles"], sampled["first_batch_s"]
     guided = _labelled(config, model) and config.guidance_scale != 1.0
-    if processes > 1:
-        _gather_other_processes(outdir, config.seeds, tiles, rank)
+    _read_missing_tiles(folder.path, config.seeds, tiles, rank, processes)
     if rank != 0:
         return None
-    ordered = [tiles[s] for s in config.seeds if s in tiles]
-    if ordered:
-        write_png(outdir / "grid.png", mosaic(ordered))
+    write_png(folder.path / "grid.png", mosaic([tiles[s] for s in config.seeds]))
     record = {
         "rank": rank,
         "processes": processes,
@@ -138,5 +143,6 @@ def run_sample(config: RunConfig, model: Model, solver) -> tuple[dict, str] | No
         "noise_source": (config.noise_source or "independent") if solver.stochastic else None,
         "solver_noise_keys": f"fold_in(key({SOLVER_NOISE_SEED}), seed)" if solver.stochastic else None,
         "images": len(config.seeds),
+        "resumed_images": len(done),  # written by the interrupted run; NFE and times are this run's
     }
-    return record, f"{len(config.seeds)} samples"
+    return record, f"{len(seeds)} samples" + (f" (and {len(done)} before --resume)" if done else "")

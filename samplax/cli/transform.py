@@ -3,7 +3,6 @@ over the inputs in batches, and writing one PNG per input and the pairs mosaic."
 
 from __future__ import annotations
 
-import pathlib
 import time
 from collections.abc import Callable
 
@@ -16,6 +15,7 @@ from samplax.cli.images import pairs_mosaic, to_pixels, write_png
 from samplax.cli.inputs import Inputs, read_inputs
 from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL, UsageError
+from samplax.cli.outdir import Folder
 
 __all__ = ["input_labels", "over_inputs", "read", "write_results"]
 
@@ -80,12 +80,14 @@ def over_inputs(config: RunConfig, inputs: Inputs, step: Callable):
     return nfe, {name: np.concatenate(arrays) for name, arrays in outputs.items()}, wall
 
 
-def write_results(config: RunConfig, model: Model, inputs: Inputs, results: np.ndarray, wall: float) -> dict:
+def write_results(config: RunConfig, model: Model, folder: Folder, inputs: Inputs, results: np.ndarray,
+                  wall: float) -> dict:
     """Write OUTDIR/{name}.png per input and OUTDIR/grid.png (each input beside its result).
 
     Args:
-        config: the run configuration (output folder, dark ink, t_end).
+        config: the run configuration (dark ink, t_end).
         model: the model, for the record.
+        folder: the claimed output folder.
         inputs: the inputs, in the order of `results`.
         results: (N, H, W, 1) in [-1, 1], one per input.
         wall: seconds spent computing the results.
@@ -93,12 +95,11 @@ def write_results(config: RunConfig, model: Model, inputs: Inputs, results: np.n
     Returns:
         The part of run.json that both modes write.
     """
-    outdir = pathlib.Path(config.outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
+    folder.begin()
     pixels = to_pixels(results, config.dark_ink)
     for name, tile in zip(inputs.names, pixels, strict=True):
-        write_png(outdir / f"{name}.png", tile)
-    write_png(outdir / "grid.png", pairs_mosaic(to_pixels(inputs.images, config.dark_ink), pixels))
+        write_png(folder.path / f"{name}.png", tile)
+    write_png(folder.path / "grid.png", pairs_mosaic(to_pixels(inputs.images, config.dark_ink), pixels))
     return {
         "inputs": list(inputs.names),
         "resized_inputs": list(inputs.resized),
