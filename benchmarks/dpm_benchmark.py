@@ -50,7 +50,11 @@ import samplax as sx  # noqa: E402
 
 T_END = 1e-3  # the schedule's smallest time, sigma ~ 0.01, followed by the denoising step
 GRID_KINDS = ("logsnr", "karras", "uniform", "quadratic")
-STOP_AT_END_SOLVERS = ("dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh1-3", "unipc-bh2-3", "deis-tab3")
+# Solvers also run stopping at T_END (as jax_deis and the official DPM-Solver do), together
+# with their variants without lower-order final steps.
+STOP_AT_END_SOLVERS = ("dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh1-3", "unipc-bh2-3", "deis-tab3",
+                       "deis-tab4", "deis-rhoab4")
+NO_LOWER_ORDER_FINAL, LOWER_ORDER_FINAL = " (no lower-order final)", " (lower-order final)"
 # Peer configurations that use the same algorithm on the same grid as one of ours: the
 # diffusers DPM-Solver++ multistep runs on integer timesteps (linspace / trailing spacing).
 AGREEMENT_CONFIGS = {
@@ -72,8 +76,8 @@ OFFICIAL_AGREEMENT_CONFIGS = {
 
 def diffusion_solvers(names=None):
     """Every registered deterministic fixed-grid solver that integrates a data or noise
-    prediction (or those of `names`), and, for multistep solvers that lower their order
-    over the last steps, the same solver without it."""
+    prediction (or those of `names`), and, for multistep solvers with the option, the same
+    solver with the opposite lower_order_final."""
     solvers = registered_solvers(
         lambda solver: not solver.adaptive and not solver.stochastic and solver.prediction in ("data", "noise"))
     unknown = sorted(set(names or ()) - set(solvers))
@@ -84,8 +88,9 @@ def diffusion_solvers(names=None):
         if names and name not in names:
             continue
         configurations[name] = solver
-        if solver.multistep and solver.lower_order_final and _has_field(solver, "lower_order_final"):
-            configurations[name + " (no lower-order final)"] = dataclasses.replace(solver, lower_order_final=False)
+        if solver.multistep and _has_field(solver, "lower_order_final"):
+            suffix = NO_LOWER_ORDER_FINAL if solver.lower_order_final else LOWER_ORDER_FINAL
+            configurations[name + suffix] = dataclasses.replace(solver, lower_order_final=not solver.lower_order_final)
     return configurations
 
 
@@ -108,7 +113,7 @@ def solve(model, solver, noise, steps, kind, denoise):
 def samplax_errors(model, noise, reference, reference_at_end, partial_path, names=None):
     """{configuration: {grid: {nfe: error}}} for every solver, grid and NFE. "+denoise" runs
     steps = NFE - 1 and the denoising step (scored against the sigma = 0 endpoint); the
-    plain grid, run for STOP_AT_END_SOLVERS only, takes steps = NFE and stops at T_END
+    plain grid, run for STOP_AT_END_SOLVERS (and their variants) only, takes steps = NFE and stops at T_END
     (scored against the exact solution there). Finished solvers are kept in partial_path,
     so an interrupted sweep resumes where it stopped."""
     results = json.loads(open(partial_path).read()) if os.path.exists(partial_path) else {}
@@ -116,7 +121,8 @@ def samplax_errors(model, noise, reference, reference_at_end, partial_path, name
         if name in results:
             continue
         by_grid = {}
-        conventions = (True, False) if name in STOP_AT_END_SOLVERS else (True,)
+        base_name = name.removesuffix(NO_LOWER_ORDER_FINAL).removesuffix(LOWER_ORDER_FINAL)
+        conventions = (True, False) if base_name in STOP_AT_END_SOLVERS else (True,)
         for kind in GRID_KINDS:
             for denoise in conventions:
                 label = kind + ("+denoise" if denoise else "")

@@ -93,7 +93,10 @@ class DEIS(_NoiseMultistep):
         order: 1 to 4, the number of predictions in the polynomial (its degree plus one:
             the DEIS paper's tAB-r is order r + 1). Order 1 is DDIM.
         method: "tab" or "rhoab".
-        lower_order_final: lower the order over the last steps, as for DPM-Solver.
+        lower_order_final: lower the order over the last steps, as for DPM-Solver. Off by
+            default, as in the DEIS paper and jax_deis: on two sharp Gaussian mixtures
+            (benchmarks/dpm_benchmark.py, seeds 0 and 1) the full order was more accurate
+            for every tAB and rhoAB order at NFE 5-20 (docs/benchmarks.md).
         quadrature_nodes: Gauss-Legendre nodes per step for tAB-DEIS. With 24 nodes the
             coefficients agree with a 400-node rule to 1e-13 relative on the continuous
             schedules (VPLinear, VPCosine, EDM); on VPDiscrete, whose t(lambda) has kinks
@@ -102,7 +105,7 @@ class DEIS(_NoiseMultistep):
 
     order: int = static_field(3)
     method: str = static_field("tab")
-    lower_order_final: bool = static_field(True)
+    lower_order_final: bool = static_field(False)
     quadrature_nodes: int = static_field(24)
     prediction: str = static_field("noise")
 
