@@ -4,8 +4,9 @@ A checkpoint `name.msgpack` holds a header (magic string, format version, the co
 JSON) and the arrays, flattened to a dict keyed by their pytree paths, so any pytree (an
 NNX state, an optax state, a dict) round-trips, and a mismatch between a file and the
 expected structure is reported by path. A readable copy of the config is written beside it
-as `name.json`. Both files are written atomically (temporary name, then rename), so a run
-killed while saving leaves the previous checkpoint intact.
+as `name.json`. The header also holds a SHA-256 checksum of the arrays, which loading
+verifies (a file written before checksums loads with a warning). Both files are written
+atomically (temporary name, then rename), so a run killed while saving leaves the previous checkpoint intact.
 
 A model checkpoint stores the network's parameters and a config that names the network
 class and its keyword arguments (see `save_model` / `load_model`).
@@ -13,10 +14,12 @@ class and its keyword arguments (see `save_model` / `load_model`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pathlib
 import tempfile
+import warnings
 
 import flax.nnx as nnx
 import flax.serialization as serialization
@@ -66,6 +69,16 @@ def _flatten(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
+def _checksum(arrays: dict) -> str:
+    """SHA-256 of the arrays: each one's key, dtype, shape and bytes, in key order."""
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
 def _json_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_suffix(".json")
 
@@ -76,8 +89,12 @@ def save(path, tree, config: dict) -> pathlib.Path:
     if path.suffix != ".msgpack":
         raise ValueError(f"checkpoint path must end in .msgpack, got {str(path)!r}")
     config_text = json.dumps(config, indent=2, sort_keys=True)
-    payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": _flatten(tree)}
-    readable = json.dumps({"format_version": FORMAT_VERSION, **config}, indent=2, sort_keys=True) + "\n"
+    arrays = _flatten(tree)
+    checksum = _checksum(arrays)
+    payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": arrays,
+               "checksum": checksum}
+    readable = json.dumps({"format_version": FORMAT_VERSION, **config, "weights_sha256": checksum}, indent=2,
+                          sort_keys=True) + "\n"
     write_atomic(_json_path(path), readable.encode())
     write_atomic(path, serialization.msgpack_serialize(payload))
     return path
@@ -103,6 +120,13 @@ def _read(path) -> dict:
         payload["config"] = json.loads(payload["config"])
     except (KeyError, TypeError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{str(path)!r} has a corrupt config ({error})") from None
+    if not isinstance(payload.get("arrays"), dict):
+        raise CheckpointError(f"{str(path)!r} is corrupt (its arrays are missing)")
+    if "checksum" not in payload:
+        warnings.warn(f"{str(path)!r} has no checksum (written before samplax stored one); its arrays are not "
+                      "verified. Save it again to add one.", stacklevel=3)
+    elif payload["checksum"] != _checksum(payload["arrays"]):
+        raise CheckpointError(f"{str(path)!r} is corrupt: its arrays do not match the checksum stored with them")
     return payload
 
 
@@ -134,6 +158,8 @@ def load(path, template, *, part: str | None = None):
         value = np.asarray(arrays[key])
         if value.shape != tuple(np.shape(leaf)):
             raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {tuple(np.shape(leaf))}")
+        if np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
+            raise CheckpointError(f"{str(path)!r}: {key} contains NaN or inf values")
         leaves.append(value.astype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
     return jax.tree_util.tree_unflatten(treedef, leaves), payload["config"]
 

@@ -73,18 +73,22 @@ def as_denoiser(module: nnx.Module, schedule, prediction: str, time_input: str =
 def denoiser(name_or_path, labels=None, guidance_scale: float = 1.0) -> Denoiser:
     """The `Denoiser` of a shipped or saved generative model, conditioned on `labels`
     (int array, one per sample; None for unconditional samples) with classifier-free
-    guidance at `guidance_scale` (1 means no guidance)."""
+    guidance at `guidance_scale` (1 means no guidance). The Denoiser declares the sample
+    shape (IMAGE_SHAPE) and the number of classes, so the workflows refuse noise of
+    another shape and labels outside 0..classes - 1."""
     module, config = load(name_or_path)
     for key in ("schedule", "prediction", "time_input"):
         if key not in config:
             raise ValueError(f"{name_or_path!r} is not a generative model (its config has no {key!r})")
     null_label = config.get("null_label")
+    declared = {"sample_shape": IMAGE_SHAPE, "classes": null_label}
     if labels is None:  # a class-conditional network called without a label uses its null label
-        return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"])
+        return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"],
+                           **declared)
     if null_label is None:
         raise ValueError(f"{name_or_path!r} is not class-conditional; pass labels=None")
     labels = jnp.asarray(labels, jnp.int32)
-    options = {"condition": {"label": labels}}
+    options = {"condition": {"label": labels}, **declared}
     if guidance_scale != 1.0:
         options.update(unconditional={"label": jnp.full_like(labels, null_label)}, guidance_scale=guidance_scale)
     return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"], **options)

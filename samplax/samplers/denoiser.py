@@ -47,6 +47,10 @@ class Denoiser:
         threshold_ratio: if set, Imagen's dynamic thresholding (Saharia et al. 2022) of
             the data prediction at this quantile of |x0| (0.995 in the paper).
         threshold_max: the smallest clipping bound thresholding may use.
+        sample_shape: the shape of one sample the network takes, if it declares one; the
+            workflows then refuse noise and data of another shape.
+        classes: the number of classes of a class-conditional network, if it declares
+            one; the workflows then refuse `condition["label"]` outside 0..classes - 1.
     """
 
     network: Callable[..., jax.Array]
@@ -58,6 +62,8 @@ class Denoiser:
     guidance_scale: Any = 1.0
     threshold_ratio: float | None = static_field(None)
     threshold_max: float = static_field(1.0)
+    sample_shape: tuple[int, ...] | None = static_field(None)
+    classes: int | None = static_field(None)
 
     def __post_init__(self):
         if not callable(self.network):

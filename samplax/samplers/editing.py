@@ -140,6 +140,7 @@ def edit(
         raise ValueError(f"inject must be an integer in [0, steps={steps}], got {inject!r}")
     image = jnp.asarray(image)
     check_batch(image, "image")
+    check_model(model, "edit", image, "image")
     times = request.concrete(model.schedule)
     blocks = None if blocks is None else tuple(blocks)
     conditions = dict(source_condition), dict(target_condition)

@@ -19,7 +19,8 @@ from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
 __all__ = [
-    "Grid", "as_solver", "check_batch", "check_model", "check_steps", "end_points", "noise_keys", "resolve_grid",
+    "Grid", "as_solver", "check_batch", "check_model", "check_sample_shape", "check_steps", "end_points", "noise_keys",
+    "resolve_grid",
 ]
 
 
@@ -54,9 +55,42 @@ def as_solver(solver, workflow: str):
     return solver
 
 
-def check_model(model, workflow: str) -> None:
+def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
+    """A Denoiser with a finite guidance scale; with the batch `x` (called `name`), also
+    what the model declares about it: the sample shape, one condition row per sample, and
+    labels among its classes. Traced values are not checked."""
     if not isinstance(model, Denoiser):
         raise TypeError(f"{workflow}(): model must be a samplax Denoiser, got {type(model).__name__}")
+    if not isinstance(model.guidance_scale, jax.core.Tracer) and not np.all(np.isfinite(model.guidance_scale)):
+        raise ValueError(f"{workflow}(): guidance_scale must be finite, got {model.guidance_scale!r}")
+    if x is None:
+        return
+    check_sample_shape(model, jnp.shape(x)[1:], name)
+    batch = jnp.shape(x)[0]
+    for part, condition in (("condition", model.condition), ("unconditional", model.unconditional or {})):
+        for key, value in condition.items():
+            if jnp.ndim(value) >= 1 and jnp.shape(value)[0] != batch:
+                raise ValueError(
+                    f"{workflow}(): {part}[{key!r}] has {jnp.shape(value)[0]} rows (shape {jnp.shape(value)}) but "
+                    f"{name} has {batch} samples; give one row per sample"
+                )
+    labels = model.condition.get("label")
+    if model.classes is not None and labels is not None and not isinstance(labels, jax.core.Tracer):
+        labels = np.asarray(labels)
+        outside = labels[(labels < 0) | (labels >= model.classes)]
+        if outside.size:
+            raise ValueError(
+                f"{workflow}(): labels must lie in 0..{model.classes - 1}, got {sorted(set(outside.tolist()))[:5]}; "
+                "for unconditional samples pass no labels"
+            )
+
+
+def check_sample_shape(model: Denoiser, shape, name: str) -> None:
+    """The shape of one sample, against the shape the model declares (if it does)."""
+    if model.sample_shape is not None and tuple(shape) != tuple(model.sample_shape):
+        raise ValueError(
+            f"{name} has samples of shape {tuple(shape)}, but the model's network takes {tuple(model.sample_shape)}"
+        )
 
 
 def check_batch(x, name: str, finite: bool = True) -> None:
@@ -74,6 +108,9 @@ def end_points(schedule: Schedule, t_start, t_end):
     lie inside it, with t_start on the noise side of t_end."""
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
+    for name, value in (("t_start", t_start), ("t_end", t_end)):
+        if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite time, got {value!r}")
     schedule.check_times(t_start, t_end)
     if not isinstance(t_start, jax.core.Tracer) and not isinstance(t_end, jax.core.Tracer):
         if not float(t_start) > float(t_end):

@@ -133,8 +133,8 @@ def log_likelihood(
     Returns:
         (log_p (batch,), LikelihoodInfo). Works under jit and vmap.
     """
-    check_model(model, "log_likelihood")
     check_batch(data, "data")
+    check_model(model, "log_likelihood", data, "data")
     divergence = ExactDivergence() if divergence is None else divergence
     if not isinstance(divergence, (ExactDivergence, Hutchinson)):
         raise TypeError(f"divergence must be ExactDivergence() or Hutchinson(...), got {type(divergence).__name__}")

@@ -81,8 +81,8 @@ def optimize_noise(
     Returns:
         (noise, NoiseOptimizationInfo).
     """
-    check_model(model, "optimize_noise")
     check_batch(noise, "noise")
+    check_model(model, "optimize_noise", noise, "noise")
     _check_iterations(iterations, learning_rate)
     optimizer = optax.adam(learning_rate)
 

@@ -74,7 +74,7 @@ def reversible_sample(
     Returns:
         (samples, Info) with Info.nfe = steps + 1.
     """
-    check_model(model, "reversible_sample")
+    check_model(model, "reversible_sample", noise.x if isinstance(noise, ReversibleState) else noise, "noise")
     solver = ReversibleHeun()
     adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory, share_compilation=False)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
@@ -87,9 +87,9 @@ def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=N
     grid. Returns (ReversibleState, Info): `state.x` is the noise (scaled like the noise of
     `samplax.sample`), and `reversible_sample(model, state, ...)` with the same grid
     returns `data` up to rounding."""
-    check_model(model, "reversible_invert")
     data = jnp.asarray(data)
     check_batch(data, "data")
+    check_model(model, "reversible_invert", data, "data")
     solver = ReversibleHeun()
     times = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end).concrete(model.schedule)
     reversed_times = times[::-1]

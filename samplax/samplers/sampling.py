@@ -59,7 +59,7 @@ def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise
     return result, trajectory, run_times, checks
 
 
-def _raise_on_checks(checks, solver, kind, name, what):
+def _raise_on_checks(checks, solver, kind, name, what, model):
     if isinstance(checks, jax.core.Tracer):
         return
     input_finite, grid_finite, coefficients_finite, output_finite = np.asarray(checks)
@@ -69,7 +69,7 @@ def _raise_on_checks(checks, solver, kind, name, what):
         check_finite_lambda(kind, np.inf, np.inf)
     _check_coefficients(coefficients_finite, solver)
     if not output_finite:
-        _check_output(jnp.asarray(np.nan), what)
+        _check_output(jnp.asarray(np.nan), what, model)
 
 
 def _check_coefficients(finite, solver):
@@ -90,12 +90,40 @@ def _run_adaptive(model, solver, x, t_start, t_end):
     return solver.solve(model.predict(solver.prediction), model.schedule, x, t_start, t_end)
 
 
-def _check_output(result, what):
-    if not isinstance(result, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(result))):
-        raise FloatingPointError(
-            f"{what} produced NaN or inf values; try more steps, a lower-order solver, "
-            "lower_order_final=True, or a t_end further from 0"
-        )
+def _check_reached(reached, solver):
+    """An adaptive solve that ran out of steps or attempts has not reached t_end: its
+    result is not a sample, so it is an error, not a returned value."""
+    if isinstance(reached, jax.core.Tracer) or bool(jnp.all(reached)):
+        return
+    short = int(jnp.sum(~reached))
+    raise RuntimeError(
+        f"{solver!r} stopped before t_end on {short} of {reached.shape[0]} samples: it ran out of steps "
+        "or attempts (raise max_steps / max_attempts, or loosen rtol and atol)"
+    )
+
+
+def _non_finite_part(model) -> str | None:
+    """The first part of the model (network parameters, condition) holding NaN or inf, if
+    any: looked for only once a run has failed, so a successful run pays nothing."""
+    parts = (("the network's parameters", model.network), ("the condition", model.condition),
+             ("the unconditional condition", model.unconditional))
+    for name, tree in parts:
+        for leaf in jax.tree.leaves(tree):
+            if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) and not bool(jnp.all(jnp.isfinite(leaf))):
+                return name
+    return None
+
+
+def _check_output(result, what, model):
+    if isinstance(result, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(result))):
+        return
+    part = _non_finite_part(model)
+    if part is not None:
+        raise FloatingPointError(f"{what} produced NaN or inf values because {part} of the model contain NaN or inf")
+    raise FloatingPointError(
+        f"{what} produced NaN or inf values; try more steps, a lower-order solver, "
+        "lower_order_final=True, or a t_end further from 0"
+    )
 
 
 def sample(
@@ -152,8 +180,8 @@ def sample(
         (samples, Info).
     """
     solver = as_solver(solver, "sample")
-    check_model(model, "sample")
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
+    check_model(model, "sample", noise, "noise")
     keys, source = noise_keys(solver, key, noise_source, noise.shape[0])
     adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory,
                                  share_compilation=share_compilation)
@@ -171,19 +199,24 @@ def sample(
         model, solver, noise, request.times, request.t_start, request.t_end, request.kind, request.steps,
         denoise_to_zero, return_trajectory, False, keys, source, adjoint,
     )
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling")
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model)
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
 
 def _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero):
     t_start, t_end = end_points(model.schedule, t_start, t_end)
+    if not isinstance(t_start, jax.core.Tracer) and not isinstance(t_end, jax.core.Tracer):
+        solver.check_end_points(model.schedule, t_start, t_end)
     x = model.schedule.sigma(t_start.astype(noise.dtype)).astype(noise.dtype) * noise
-    result, nfe = _run_adaptive(model, solver, x, t_start, t_end)
+    result, nfe, reached = _run_adaptive(model, solver, x, t_start, t_end)
+    _check_reached(reached, solver)
+    # Inside a caller's jit the check cannot raise: a sample that stopped short is NaN.
+    result = jnp.where(reached.reshape((-1,) + (1,) * (result.ndim - 1)), result, jnp.nan)
     if denoise_to_zero:
         result = model.data(result, t_end.astype(noise.dtype))
         nfe = nfe + 1
-    _check_output(result, "sampling")
+    _check_output(result, "sampling", model)
     return result, Info(nfe=nfe, times=None)
 
 
@@ -191,7 +224,7 @@ def _sample_reversible(model, solver, noise, request, denoise_to_zero, return_tr
     result, info = reversible.solve_forward(model, solver, noise, request, return_trajectory, adjoint)
     if denoise_to_zero:
         result = model.data(result, info.times[-1].astype(result.dtype))
-        _check_output(result, "sampling")
+        _check_output(result, "sampling", model)
         info = dataclasses.replace(info, nfe=jnp.asarray(solver.evaluations(request.steps, denoise_to_zero)))
     return result, info
 
@@ -214,7 +247,7 @@ def _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajec
     input_finite, output_finite = np.asarray(flags)
     coefficients_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan))
     checks = [bool(input_finite), bool(jnp.all(jnp.isfinite(times))), coefficients_finite, bool(output_finite)]
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling")
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model)
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -225,8 +258,8 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
     the same solver over the reversed grid. Returns (noise, Info) where noise is scaled so
     that `sample(model, solver, noise, ...)` with the same grid maps it back to `data`."""
     solver = as_solver(solver, "invert")
-    check_model(model, "invert")
     check_batch(data, "data", finite=False)
+    check_model(model, "invert", data, "data")
     if solver.adaptive:
         raise ValueError("invert() needs a fixed-grid solver; adaptive solvers only sample")
     if solver.stochastic:
@@ -241,5 +274,5 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
         model, solver, data, request.times, request.t_start, request.t_end, request.kind, request.steps,
         False, return_trajectory, True, None, None, Backpropagation(),
     )
-    _raise_on_checks(checks, solver, request.kind, "data", "inversion")
+    _raise_on_checks(checks, solver, request.kind, "data", "inversion", model)
     return noise, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=reversed_times, trajectory=trajectory)

@@ -33,7 +33,7 @@ import optax
 
 from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import as_solver, check_model, check_steps, end_points
+from samplax.samplers.inputs import as_solver, check_model, check_sample_shape, check_steps, end_points
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
@@ -163,11 +163,14 @@ def tune_grid(
     """
     solver = as_solver(solver, "tune_grid")
     check_model(model, "tune_grid")
+    check_sample_shape(model, shape, "shape")
     if not isinstance(solver, FixedGridSolver):
         raise ValueError(f"tune_grid needs a fixed-grid solver, got {type(solver).__name__}")
     steps = check_steps(steps, solver)
     if samples < 1 or iterations < 1:
         raise ValueError(f"samples and iterations must be positive, got {samples} and {iterations}")
+    if not (np.isfinite(learning_rate) and learning_rate > 0):
+        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     schedule = model.schedule
     dtype = jnp.result_type(float)
     t_start, t_end = end_points(schedule, t_start, t_end)
@@ -231,14 +234,26 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     times = np.asarray(times, np.float64)
     if times.ndim != 1 or times.shape[0] < 2:
         raise ValueError(f"times must be a 1-D grid of at least 2 times, got shape {times.shape}")
+    if not np.all(np.isfinite(times)):
+        raise ValueError(f"times contains NaN or inf values; {path} was not written")
     payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": metadata}
     write_atomic(path, json.dumps(payload, indent=1).encode())
 
 
 def load_grid(path: str):
     """Read a grid written by `save_grid`: returns (times as a float64 array, metadata)."""
-    with open(path) as file:
-        payload = json.load(file)
-    if payload.get("format") != GRID_FORMAT:
-        raise ValueError(f"{path} is not a samplax time grid (format {payload.get('format')!r})")
-    return np.asarray(payload["times"], np.float64), payload["metadata"]
+    try:
+        with open(path, encoding="utf-8") as file:
+            payload = json.load(file)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a samplax time grid (not JSON: {error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != GRID_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a samplax time grid (format {found!r})")
+    try:
+        times = np.asarray(payload["times"], np.float64)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} has no readable 'times' ({type(error).__name__}: {error})") from None
+    if times.ndim != 1 or times.shape[0] < 2 or not np.all(np.isfinite(times)):
+        raise ValueError(f"{path}: 'times' must be a finite 1-D grid of at least 2 times, got {times.tolist()[:8]}")
+    return times, payload.get("metadata", {})

@@ -10,6 +10,7 @@ never depends on the rest of the batch, and the evaluation count is reported per
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +47,8 @@ class AdaptiveDPMSolver(AdaptiveSolver):
         atol, rtol: tolerances of the error estimate; delta = max(atol, rtol max(|x_low|, |x|)).
         initial_step: first step size in lambda.
         safety: factor on the optimal next step size (theta in the paper).
-        max_attempts: the most step attempts before giving up (the result is then
-            returned where it stopped; check `info.nfe`).
+        max_attempts: the most step attempts; `sample` raises an error when a sample has
+            not reached t_end by then.
     """
 
     order: int = static_field(3)
@@ -63,6 +64,17 @@ class AdaptiveDPMSolver(AdaptiveSolver):
         check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)
         if not (self.atol > 0 and self.rtol > 0):
             raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
+
+    def check_end_points(self, schedule, t_start, t_end):
+        """The steps are taken in lambda = log(alpha / sigma), which must be finite at both
+        ends (it is infinite at t = 1 and t = 0 on rectified flow)."""
+        lambdas = [float(schedule.lambda_(t)) for t in (t_start, t_end)]
+        if not all(math.isfinite(value) for value in lambdas):
+            raise ValueError(
+                f"{self!r} steps in lambda = log(alpha / sigma), which is infinite at t_start={float(t_start)} "
+                f"or t_end={float(t_end)} on {type(schedule).__name__}: use end points strictly inside "
+                "(0, 1) (e.g. t_start=0.999, t_end=1e-3) or a flow solver such as 'flow-tsit5'"
+            )
 
     def _pair(self, predict, schedule, x, lambda_s, lambda_t):
         """(lower-order result, higher-order result) of one step from lambda_s to lambda_t."""
@@ -117,8 +129,8 @@ class AdaptiveDPMSolver(AdaptiveSolver):
             return x, lambda_s, step, nfe, attempts + 1
 
         initial = (x, per_sample(lambda_start), per_sample(self.initial_step), jnp.zeros((batch,), jnp.int32), 0)
-        x, _, _, nfe, _ = jax.lax.while_loop(unfinished, attempt, initial)
-        return x, nfe
+        x, lambda_s, _, nfe, _ = jax.lax.while_loop(unfinished, attempt, initial)
+        return x, nfe, lambda_s >= lambda_end - tolerance
 
 
 # The registry names of these solvers (samplax.solvers.get).

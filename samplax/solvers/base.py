@@ -78,6 +78,10 @@ class AdaptiveSolver(Solver):
 
     adaptive = True
 
+    def check_end_points(self, schedule: Schedule, t_start: float, t_end: float) -> None:
+        """Raise a ValueError naming the problem if this solver cannot integrate from
+        t_start to t_end on `schedule` (concrete end points; nothing is refused by default)."""
+
     @abc.abstractmethod
     def solve(
         self,
@@ -87,4 +91,5 @@ class AdaptiveSolver(Solver):
         t_start,
         t_end,
     ):
-        """Integrate from t_start to t_end; returns (x_end, evaluations per sample)."""
+        """Integrate from t_start to t_end; returns (x_end, evaluations per sample, reached
+        per sample: whether the solve got to t_end before its step or attempt limit)."""

@@ -250,7 +250,8 @@ class FlowAdaptive(AdaptiveSolver):
     Attributes:
         method: "tsit5" or "dopri5".
         rtol, atol: the controller's relative and absolute tolerances.
-        max_steps: the most steps a solve may take before it fails.
+        max_steps: the most steps a solve may take; `sample` raises an error when a
+            sample has not reached t_end by then.
     """
 
     method: str = static_field("tsit5")
@@ -281,8 +282,10 @@ class FlowAdaptive(AdaptiveSolver):
                 y0=y0,
                 stepsize_controller=diffrax.PIDController(rtol=self.rtol, atol=self.atol),
                 max_steps=self.max_steps,
+                throw=False,
             )
-            return solution.ys[-1], 6 * solution.stats["num_steps"] + 2
+            reached = solution.result == diffrax.RESULTS.successful
+            return solution.ys[-1], 6 * solution.stats["num_steps"] + 2, reached
 
         return jax.vmap(solve_one)(x)
 

@@ -42,6 +42,9 @@ def time_grid(
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if kind not in GRIDS:
         raise ValueError(f"unknown grid {kind!r}; choose one of {GRIDS} or pass an array of times")
+    for name, value in (("rho", rho), ("shift", shift)):
+        if not isinstance(value, jax.core.Tracer) and not (np.isfinite(float(value)) and float(value) > 0):
+            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     schedule.check_times(t_start, t_end)
@@ -51,8 +54,6 @@ def time_grid(
     if kind == "uniform":
         times = t_start + fraction * (t_end - t_start)
     elif kind == "shifted":
-        if not shift > 0:
-            raise ValueError(f"shift must be positive, got {shift!r}")
         # Uniform in u, where t = s u / (1 + (s - 1) u); the inverse is u = t / (s - (s - 1) t).
         u_start, u_end = (t / (shift - (shift - 1.0) * t) for t in (t_start, t_end))
         u = u_start + fraction * (u_end - u_start)

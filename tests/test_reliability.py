@@ -1,0 +1,218 @@
+"""Bad inputs to the Python API: each gives an exception of the expected type, raised by
+samplax itself (not from inside jax or diffrax), whose message names the argument. The
+table is generated: every workflow against every kind of bad argument it takes."""
+
+import pathlib
+import traceback
+import warnings
+
+import flax.serialization as serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax as sx
+from samplax.models import checkpoints, pretrained
+from samplax.solvers import grids
+
+MIXTURE = sx.GaussianMixture.random(1, 3, 3, std_range=(0.4, 0.8))
+SCHEDULE = sx.schedules.VPLinear()
+MODEL = MIXTURE.denoiser(SCHEDULE, "noise")
+FLOW = MIXTURE.denoiser(sx.schedules.RectifiedFlow(), "velocity")
+NOISE = jnp.ones((2, 3))
+KEY = jax.random.key(0)
+
+# (label, keyword arguments of sample/invert, exception, text the message must contain)
+BAD_GRID_ARGUMENTS = [
+    ("steps=0", {"steps": 0}, ValueError, "steps"),
+    ("steps=-3", {"steps": -3}, ValueError, "steps"),
+    ("steps=2.5", {"steps": 2.5}, TypeError, "steps"),
+    ("steps='4'", {"steps": "4"}, TypeError, "steps"),
+    ("steps=True", {"steps": True}, TypeError, "steps"),
+    ("steps=None", {"steps": None}, ValueError, "steps"),
+    ("grid='cosine'", {"steps": 4, "grid": "cosine"}, ValueError, "grid"),
+    ("grid=''", {"steps": 4, "grid": ""}, ValueError, "grid"),
+    ("grid one time", {"grid": jnp.array([0.5])}, ValueError, "grid"),
+    ("grid 2-D", {"grid": jnp.ones((3, 2))}, ValueError, "grid"),
+    ("grid with NaN", {"grid": jnp.array([1.0, jnp.nan, 0.01])}, ValueError, "non-finite"),
+    ("grid increasing", {"grid": jnp.linspace(0.01, 1.0, 5)}, ValueError, "decreasing"),
+    ("grid not monotone", {"grid": jnp.array([1.0, 0.2, 0.5, 0.01])}, ValueError, "strictly"),
+    ("grid outside range", {"grid": jnp.array([2.0, 0.5, 0.01])}, ValueError, "range"),
+    ("steps disagree with grid", {"steps": 3, "grid": jnp.linspace(1.0, 0.01, 6)}, ValueError, "steps"),
+    ("t_start < t_end", {"steps": 4, "t_start": 0.1, "t_end": 0.5}, ValueError, "t_start"),
+    ("t_start = t_end", {"steps": 4, "t_start": 0.5, "t_end": 0.5}, ValueError, "t_start"),
+    ("t_end below range", {"steps": 4, "t_end": -0.1}, ValueError, "range"),
+    ("t_start above range", {"steps": 4, "t_start": 3.0}, ValueError, "range"),
+    ("t_end NaN", {"steps": 4, "t_end": float("nan")}, ValueError, "t_end"),
+    ("t_start disagrees with grid", {"grid": jnp.linspace(1.0, 0.1, 5), "t_start": 0.9}, ValueError, "t_start"),
+]
+BAD_ARRAYS = [
+    ("1-D", jnp.ones(3), ValueError, "batch"),
+    ("scalar", jnp.asarray(1.0), ValueError, "batch"),
+    ("int32", jnp.ones((2, 3), jnp.int32), TypeError, "floating-point"),
+    ("bool", jnp.ones((2, 3), bool), TypeError, "floating-point"),
+    ("complex", jnp.ones((2, 3), jnp.complex64), TypeError, "floating-point"),
+]
+BAD_SOLVERS = [
+    ("None", None, TypeError, "solver"),
+    ("int", 3, TypeError, "solver"),
+    ("unknown name", "dpm++7m", ValueError, "solver"),
+    ("a class", sx.solvers.DPMSolver, TypeError, "solver"),
+]
+WORKFLOWS = {
+    "sample": lambda solver, x, **options: sx.sample(MODEL, solver, x, **options),
+    "invert": lambda solver, x, **options: sx.invert(MODEL, solver, x, **options),
+}
+
+
+def _raised_by_samplax(error: BaseException) -> bool:
+    """Whether the innermost frame of the traceback is samplax's own code."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return "samplax" in pathlib.Path(frames[-1].filename).parts
+
+
+def _assert_clear(call, exception, text):
+    with pytest.raises(exception) as raised:
+        call()
+    assert text.lower() in str(raised.value).lower(), str(raised.value)
+    assert _raised_by_samplax(raised.value), traceback.format_exception(raised.value)[-3:]
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+@pytest.mark.parametrize("case", BAD_GRID_ARGUMENTS, ids=[case[0] for case in BAD_GRID_ARGUMENTS])
+@pytest.mark.parametrize("solver", ["dpm++2m", "ddim", "deis-tab3", "unipc-bh2-2", "dpm++3s"])
+def test_bad_grid_arguments_are_named(workflow, case, solver):
+    _, options, exception, text = case
+    _assert_clear(lambda: WORKFLOWS[workflow](solver, NOISE, **options), exception, text)
+
+
+@pytest.mark.parametrize("workflow", ["sample", "invert", "reversible_invert", "optimize_noise", "log_likelihood"])
+@pytest.mark.parametrize("case", BAD_ARRAYS, ids=[case[0] for case in BAD_ARRAYS])
+def test_bad_arrays_are_named(workflow, case):
+    _, x, exception, text = case
+    calls = {
+        "sample": lambda: sx.sample(MODEL, "dpm++2m", x, steps=4),
+        "invert": lambda: sx.invert(MODEL, "dpm++2m", x, steps=4),
+        "reversible_invert": lambda: sx.reversible_invert(FLOW, x, steps=4),
+        "optimize_noise": lambda: sx.optimize_noise(MODEL, "dpm++2m", x, lambda samples: jnp.sum(samples), steps=4),
+        "log_likelihood": lambda: sx.log_likelihood(MODEL, x),
+    }
+    _assert_clear(calls[workflow], exception, text)
+
+
+@pytest.mark.parametrize("workflow", sorted(WORKFLOWS))
+@pytest.mark.parametrize("case", BAD_SOLVERS, ids=[case[0] for case in BAD_SOLVERS])
+def test_bad_solvers_are_named(workflow, case):
+    _, solver, exception, text = case
+    _assert_clear(lambda: WORKFLOWS[workflow](solver, NOISE, steps=4), exception, text)
+
+
+@pytest.mark.parametrize("kind", ["karras", "shifted"])
+@pytest.mark.parametrize("value", [0.0, -1.0, float("nan"), float("inf")])
+def test_grid_parameters_must_be_positive_and_finite(kind, value):
+    name = "rho" if kind == "karras" else "shift"
+    _assert_clear(lambda: grids.time_grid(SCHEDULE, 5, kind, **{name: value}), ValueError, name)
+
+
+def test_adaptive_dpm_solver_refuses_rectified_flow_instead_of_returning_the_noise():
+    for solver in ("dpm-solver-adaptive", "dpm++12", "dpm-solver-23"):
+        _assert_clear(lambda solver=solver: sx.sample(FLOW, solver, NOISE), ValueError, "lambda")
+    # Inside (0, 1) lambda is finite and the solve runs.
+    samples, info = sx.sample(FLOW, "dpm-solver-adaptive", NOISE, t_start=0.99, t_end=0.01)
+    assert np.all(np.asarray(info.nfe) > 0) and np.all(np.isfinite(samples))
+
+
+def test_adaptive_solvers_that_stop_short_raise():
+    short = sx.solvers.AdaptiveDPMSolver(max_attempts=2)
+    _assert_clear(lambda: sx.sample(MODEL, short, NOISE), RuntimeError, "max_attempts")
+    flow = sx.solvers.FlowAdaptive(max_steps=2)
+    _assert_clear(lambda: sx.sample(FLOW, flow, NOISE), RuntimeError, "max_steps")
+    # Under the caller's jit nothing can raise: the unfinished samples are NaN, not returned as samples.
+    samples, _ = jax.jit(lambda x: sx.sample(MODEL, short, x))(NOISE)
+    assert np.all(np.isnan(samples))
+
+
+def test_non_finite_guidance_scale_is_named():
+    for scale in (float("nan"), float("inf")):
+        guided = sx.classifier_free_guidance(MODEL, {}, {}, scale)
+        _assert_clear(lambda guided=guided: sx.sample(guided, "dpm++2m", NOISE, steps=3), ValueError, "guidance_scale")
+
+
+def test_nan_parameters_are_reported_as_such():
+    def network(means, x, t):
+        return x * jnp.sum(means)
+
+    model = sx.Denoiser(jax.tree_util.Partial(network, jnp.array([1.0, jnp.nan])), SCHEDULE, "noise")
+    _assert_clear(lambda: sx.sample(model, "dpm++2m", NOISE, steps=3), FloatingPointError, "network's parameters")
+
+
+def test_condition_rows_must_match_the_batch():
+    model = sx.Denoiser(lambda x, t, shift: x + shift[:, None], SCHEDULE, "noise", condition={"shift": jnp.ones(3)})
+    _assert_clear(lambda: sx.sample(model, "dpm++2m", NOISE, steps=3), ValueError, "condition['shift']")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return pretrained.denoiser("digits-diffusion", labels=jnp.array([1, 2]))
+
+
+def test_shipped_model_checks_labels_and_shape(digits):
+    noise = jnp.zeros((2, 8, 8, 1))
+    for labels in ([-1, 3], [11, 3], [10, 3]):
+        model = pretrained.denoiser("digits-diffusion", labels=jnp.array(labels))
+        _assert_clear(lambda model=model: sx.sample(model, "dpm++2m", noise, steps=2), ValueError, "labels")
+    _assert_clear(lambda: sx.sample(digits, "dpm++2m", jnp.zeros((2, 16, 16, 1)), steps=2), ValueError, "(8, 8, 1)")
+    _assert_clear(lambda: sx.sample(digits, "dpm++2m", jnp.zeros((3, 8, 8, 1)), steps=2), ValueError, "label")
+    _assert_clear(lambda: sx.tune_grid(digits, "dpm++2m", 2, KEY, shape=(4, 4, 1)), ValueError, "shape")
+
+
+def test_grid_files_refuse_nan_and_name_the_path(tmp_path):
+    _assert_clear(lambda: sx.save_grid(tmp_path / "nan.json", jnp.array([1.0, jnp.nan, 0.01])), ValueError, "NaN")
+    assert not (tmp_path / "nan.json").exists()
+    np.savez(tmp_path / "arrays.npz", y=np.ones(3))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "nan_times.json").write_text('{"format": "samplax-time-grid-1", "times": [1.0, NaN, 0.1]}')
+    (tmp_path / "no_times.json").write_text('{"format": "samplax-time-grid-1"}')
+    for name in ("arrays.npz", "list.json", "nan_times.json", "no_times.json"):
+        _assert_clear(lambda name=name: sx.load_grid(tmp_path / name), ValueError, name)
+
+
+def test_tune_grid_refuses_a_non_finite_learning_rate():
+    for rate in (float("nan"), 0.0, -1.0):
+        _assert_clear(lambda rate=rate: sx.tune_grid(MODEL, "dpm++2m", 3, KEY, shape=(3,), learning_rate=rate),
+                      ValueError, "learning_rate")
+
+
+def test_checkpoints_verify_their_checksum(tmp_path):
+    path = checkpoints.save(tmp_path / "model.msgpack", {"w": np.arange(64, dtype=np.float32)}, {"note": "test"})
+    template = {"w": np.zeros(64, np.float32)}
+    tree, _ = checkpoints.load(path, template)
+    np.testing.assert_array_equal(tree["w"], np.arange(64))
+    # Flip bytes inside the weights: either unreadable or a checksum mismatch, never loaded.
+    data = bytearray(path.read_bytes())
+    position = data.find(np.arange(64, dtype=np.float32).tobytes()) + 40
+    data[position : position + 4] = bytes(b ^ 0xFF for b in data[position : position + 4])
+    flipped = tmp_path / "flipped.msgpack"
+    flipped.write_bytes(bytes(data))
+    _assert_clear(lambda: checkpoints.load(flipped, template), checkpoints.CheckpointError, "checksum")
+    # NaN weights saved consistently are still refused by name.
+    nan_path = checkpoints.save(tmp_path / "nan.msgpack", {"w": np.full(64, np.nan, np.float32)}, {})
+    _assert_clear(lambda: checkpoints.load(nan_path, template), checkpoints.CheckpointError, "NaN")
+    # A file written before checksums loads, with a warning.
+    payload = serialization.msgpack_restore(path.read_bytes())
+    del payload["checksum"]
+    old = tmp_path / "old.msgpack"
+    old.write_bytes(serialization.msgpack_serialize(payload))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tree, _ = checkpoints.load(old, template)
+    assert any("no checksum" in str(warning.message) for warning in caught)
+    np.testing.assert_array_equal(tree["w"], np.arange(64))
+
+
+def test_shipped_models_carry_checksums():
+    for name in pretrained.NAMES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pretrained.load(name)
