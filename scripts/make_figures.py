@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from samplax.models.checkpoints import write_atomic  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab3", "ipndm")
+MAIN_SOLVERS = ("ddim", "dpm++2m", "dpm++3m", "dpm++3m-taylor", "dpm++3s", "unipc-bh2-3", "deis-tab4", "ipndm")
 
 
 def _save(figure, path: pathlib.Path, force: bool) -> None:
