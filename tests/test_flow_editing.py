@@ -57,3 +57,13 @@ def test_edit_with_a_unet():
         edit(model, "rf-solver-2", image, source, target, steps=3, inject=4)
     with pytest.raises(ValueError, match="fixed number of evaluations"):
         edit(model, "fireflow", image, source, target, steps=3, inject=1)
+
+
+def test_edit_refuses_an_increasing_grid():
+    """The grid is given from noise to data, as for sample(); edit reverses it itself for
+    the inversion, so an increasing grid is a mistake, not a request to edit backwards."""
+    model = sx.Denoiser(_values_only_network, SCHEDULE, prediction="velocity")
+    image = jax.random.normal(jax.random.PRNGKey(3), (2, 3))
+    source, target = {"label": jnp.ones(2)}, {"label": jnp.full((2,), 2.0)}
+    with pytest.raises(ValueError, match="decreasing"):
+        edit(model, "euler", image, source, target, 4, 1, grid=jnp.linspace(0.0, 1.0, 5))
