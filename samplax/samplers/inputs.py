@@ -19,8 +19,8 @@ from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
 __all__ = [
-    "Grid", "as_solver", "check_batch", "check_model", "check_sample_shape", "check_steps", "end_points", "noise_keys",
-    "resolve_grid",
+    "Grid", "as_solver", "check_batch", "check_model", "check_positive", "check_sample_shape", "check_steps",
+    "end_points", "noise_keys", "resolve_grid",
 ]
 
 
@@ -83,6 +83,12 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
                 f"{workflow}(): labels must lie in 0..{model.classes - 1}, got {sorted(set(outside.tolist()))[:5]}; "
                 "for unconditional samples pass no labels"
             )
+
+
+def check_positive(name: str, value) -> None:
+    """A hyperparameter such as a learning rate: a positive finite number."""
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def check_sample_shape(model: Denoiser, shape, name: str) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_model
+from samplax.samplers.inputs import check_batch, check_model, check_positive
 from samplax.samplers.sampling import sample
 
 __all__ = ["FineTuneInfo", "NoiseOptimizationInfo", "fine_tune", "optimize_noise", "typicality_penalty"]
@@ -51,8 +51,7 @@ class NoiseOptimizationInfo:
 def _check_iterations(iterations, learning_rate) -> None:
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be positive and finite, got {learning_rate!r}")
+    check_positive("learning_rate", learning_rate)
 
 
 def optimize_noise(

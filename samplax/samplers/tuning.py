@@ -33,7 +33,7 @@ import optax
 
 from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import as_solver, check_model, check_sample_shape, check_steps, end_points
+from samplax.samplers.inputs import as_solver, check_model, check_positive, check_sample_shape, check_steps, end_points
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
@@ -169,8 +169,7 @@ def tune_grid(
     steps = check_steps(steps, solver)
     if samples < 1 or iterations < 1:
         raise ValueError(f"samples and iterations must be positive, got {samples} and {iterations}")
-    if not (np.isfinite(learning_rate) and learning_rate > 0):
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    check_positive("learning_rate", learning_rate)
     schedule = model.schedule
     dtype = jnp.result_type(float)
     t_start, t_end = end_points(schedule, t_start, t_end)
@@ -225,6 +224,15 @@ def _fit(update, initial_state, starts, iterations, noise, reference):
     return runs[best_run], best_logits, best_loss
 
 
+def _grid_problem(times: np.ndarray) -> str | None:
+    """What makes `times` unusable as a stored grid, or None: the one check of save and load."""
+    if times.ndim != 1 or times.shape[0] < 2:
+        return f"must be a 1-D grid of at least 2 times, got shape {times.shape}"
+    if not np.all(np.isfinite(times)):
+        return f"contains NaN or inf values: {times.tolist()[:8]}"
+    return None
+
+
 def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     """Write a grid and JSON-serialisable metadata (solver, steps, denoise_to_zero, the
     checkpoint it was fitted for, ...) to a small JSON file, atomically. Refuses to
@@ -232,10 +240,9 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     times = np.asarray(times, np.float64)
-    if times.ndim != 1 or times.shape[0] < 2:
-        raise ValueError(f"times must be a 1-D grid of at least 2 times, got shape {times.shape}")
-    if not np.all(np.isfinite(times)):
-        raise ValueError(f"times contains NaN or inf values; {path} was not written")
+    problem = _grid_problem(times)
+    if problem:
+        raise ValueError(f"times {problem}; {path} was not written")
     payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": metadata}
     write_atomic(path, json.dumps(payload, indent=1).encode())
 
@@ -254,6 +261,7 @@ def load_grid(path: str):
         times = np.asarray(payload["times"], np.float64)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} has no readable 'times' ({type(error).__name__}: {error})") from None
-    if times.ndim != 1 or times.shape[0] < 2 or not np.all(np.isfinite(times)):
-        raise ValueError(f"{path}: 'times' must be a finite 1-D grid of at least 2 times, got {times.tolist()[:8]}")
+    problem = _grid_problem(times)
+    if problem:
+        raise ValueError(f"{path}: 'times' {problem}")
     return times, payload.get("metadata", {})
