@@ -123,7 +123,8 @@ class GaussianMixture:
             return d_alpha[:, None] * data + d_sigma[:, None] * noise
 
         return Denoiser(
-            jax.tree_util.Partial(network), schedule, prediction=prediction, time_input="continuous"
+            jax.tree_util.Partial(network), schedule, prediction=prediction, time_input="continuous",
+            sample_shape=(self.dimension,),
         )
 
     def flow_map(self, x_start, schedule: Schedule, t_start, t_end, tolerance: float = 1e-10):

@@ -83,6 +83,25 @@ class Schedule(abc.ABC):
         sigma = self.sigma(t)
         return f, 2.0 * sigma * d_sigma - 2.0 * f * sigma**2
 
+    def _check_range(self, lowest: float, highest: float = math.inf, ends_included: bool = False) -> None:
+        """Raise a ValueError unless t_min and t_max are finite numbers with lowest < t_min
+        < t_max < highest (<= at both ends with `ends_included`)."""
+        name = type(self).__name__
+        for field in ("t_min", "t_max"):
+            _check_number(name, field, getattr(self, field))
+        below, above = (self.t_min >= lowest, self.t_max <= highest) if ends_included else (
+            self.t_min > lowest, self.t_max < highest)
+        if not (below and above and self.t_min < self.t_max):
+            relation = "<=" if ends_included else "<"
+            hint = ""
+            if lowest == 0 and not ends_included and self.t_min <= 0:
+                hint = ("; sigma = 0 at t = 0, where lambda is infinite: end at a small t_min and pass "
+                        "denoise_to_zero=True to reach the data")
+            raise ValueError(
+                f"{name} needs {lowest} {relation} t_min < t_max {relation} {highest}, got t_min={self.t_min}, "
+                f"t_max={self.t_max}{hint}"
+            )
+
     def check_times(self, *times: float) -> None:
         """Raise a ValueError naming the range when a concrete time lies outside it."""
         for value in times:
@@ -94,6 +113,14 @@ class Schedule(abc.ABC):
                     f"time {value} is outside the range of {type(self).__name__}: "
                     f"[{self.t_min}, {self.t_max}]"
                 )
+
+
+def _check_number(schedule: str, field: str, value) -> None:
+    """A schedule parameter is a finite real number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{schedule}: {field} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{schedule}: {field} must be finite, got {value!r}")
 
 
 class _VariancePreserving(Schedule):
@@ -187,6 +214,16 @@ class VPLinear(_VariancePreserving):
     t_min: float = static_field(1e-3)
     t_max: float = static_field(1.0)
 
+    def __post_init__(self):
+        for field in ("beta_min", "beta_max"):
+            _check_number("VPLinear", field, getattr(self, field))
+        if not 0 <= self.beta_min < self.beta_max:
+            raise ValueError(
+                f"VPLinear needs 0 <= beta_min < beta_max (the noise rate beta(t) rises linearly from beta_min), "
+                f"got beta_min={self.beta_min}, beta_max={self.beta_max}"
+            )
+        self._check_range(0.0)
+
     def log_alpha(self, t):
         t = jnp.asarray(t)
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
@@ -209,6 +246,12 @@ class VPCosine(_VariancePreserving):
     t_min: float = static_field(1e-3)
     t_max: float = static_field(0.9946)
 
+    def __post_init__(self):
+        _check_number("VPCosine", "offset", self.offset)
+        if self.offset < 0:
+            raise ValueError(f"VPCosine: offset must be non-negative, got {self.offset}")
+        self._check_range(0.0, 1.0)  # alpha(1) = 0
+
     def _log_alpha_zero(self):
         return math.log(math.cos(self.offset / (1.0 + self.offset) * math.pi / 2.0))
 
@@ -230,6 +273,9 @@ class EDM(Schedule):
 
     t_min: float = static_field(0.002)
     t_max: float = static_field(80.0)
+
+    def __post_init__(self):
+        self._check_range(0.0)
 
     def log_alpha(self, t):
         return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
@@ -259,6 +305,9 @@ class RectifiedFlow(Schedule):
 
     t_min: float = static_field(0.0)
     t_max: float = static_field(1.0)
+
+    def __post_init__(self):
+        self._check_range(0.0, 1.0, ends_included=True)
 
     def log_alpha(self, t):
         return jnp.log1p(-jnp.asarray(t, dtype=jnp.result_type(float)))

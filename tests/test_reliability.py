@@ -2,6 +2,7 @@
 samplax itself (not from inside jax or diffrax), whose message names the argument. The
 table is generated: every workflow against every kind of bad argument it takes."""
 
+import dataclasses
 import pathlib
 import traceback
 import warnings
@@ -216,3 +217,143 @@ def test_shipped_models_carry_checksums():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             pretrained.load(name)
+
+
+class _NotASchedule:
+    pass
+
+
+def _edit_digits(source, target, model=None):
+    model = model or pretrained.denoiser("digits-flow", labels=None)
+    return sx.edit(model, "euler", jnp.zeros((1, 8, 8, 1)), source, target, 3, 1)
+
+
+def _no_attention_network(x, t, label=None, values=None, return_values=False):
+    return (-x, {}) if return_values else -x
+
+
+# A second trial of bad inputs as a new user makes them (beyond the issue's list), each
+# (label, call, exception, text the message must contain).
+FRESH_TRIAL_CASES = [
+    ("Denoiser schedule=None", lambda: sx.Denoiser(lambda x, t: x, None), TypeError, "schedule"),
+    ("Denoiser schedule name", lambda: sx.Denoiser(lambda x, t: x, "vp-linear"), TypeError, "schedule"),
+    ("Denoiser schedule class", lambda: sx.Denoiser(lambda x, t: x, sx.schedules.VPLinear), TypeError, "schedule"),
+    ("Denoiser non-schedule", lambda: sx.Denoiser(lambda x, t: x, _NotASchedule()), TypeError, "schedule"),
+    ("mixture schedule=None", lambda: MIXTURE.denoiser(None), TypeError, "schedule"),
+    ("Denoiser sample_shape int", lambda: sx.Denoiser(lambda x, t: x, SCHEDULE, sample_shape=3), TypeError,
+     "sample_shape"),
+    ("Denoiser classes=0", lambda: sx.Denoiser(lambda x, t: x, SCHEDULE, classes=0), ValueError, "classes"),
+    ("network returns a scalar",
+     lambda: sx.sample(sx.Denoiser(lambda x, t: jnp.sum(x), SCHEDULE), "dpm++2m", NOISE, steps=3), ValueError,
+     "shaped like"),
+    ("network returns the wrong shape",
+     lambda: sx.sample(sx.Denoiser(lambda x, t: x[:, :2], SCHEDULE), "dpm++2m", NOISE, steps=3), ValueError,
+     "shape (2, 2)"),
+    ("noise with an extra axis", lambda: sx.sample(MODEL, "dpm++2m", jnp.ones((2, 3, 1)), steps=3), ValueError,
+     "(3,)"),
+    ("noise of another dimension", lambda: sx.sample(MODEL, "dpm++2m", jnp.ones((2, 5)), steps=3), ValueError,
+     "(3,)"),
+    ("invert data of another dimension", lambda: sx.invert(MODEL, "dpm++2m", jnp.ones((2, 5)), steps=3), ValueError,
+     "(3,)"),
+    ("noise as a list", lambda: sx.sample(MODEL, "dpm++2m", [[0.5, 0.5, 0.5]], steps=3), TypeError, "noise"),
+    ("reversible noise as a list", lambda: sx.reversible_sample(FLOW, [[0.1, 0.2, 0.3]], steps=3), TypeError,
+     "noise"),
+    ("t_start a string", lambda: sx.sample(MODEL, "dpm++2m", NOISE, steps=3, t_start="1"), TypeError, "t_start"),
+    ("t_end an array", lambda: sx.sample(MODEL, "dpm++2m", NOISE, steps=3, t_end=jnp.array([0.01, 0.02])),
+     ValueError, "t_end"),
+    ("guidance scale a string",
+     lambda: sx.sample(sx.classifier_free_guidance(MODEL, {}, {}, "7"), "dpm++2m", NOISE, steps=3), TypeError,
+     "guidance_scale"),
+    ("denoise_to_zero a string", lambda: sx.sample(MODEL, "dpm++2m", NOISE, steps=3, denoise_to_zero="yes"),
+     TypeError, "denoise_to_zero"),
+    ("return_trajectory an int", lambda: sx.invert(MODEL, "dpm++2m", NOISE, steps=3, return_trajectory=1),
+     TypeError, "return_trajectory"),
+    ("time_grid schedule=None", lambda: grids.time_grid(None, 4), TypeError, "schedule"),
+    ("grid the pair load_grid returns",
+     lambda: sx.sample(MODEL, "dpm++2m", NOISE, grid=(np.linspace(1.0, 0.01, 4), {})), TypeError, "load_grid"),
+    ("adaptive solver with return_trajectory",
+     lambda: sx.sample(MODEL, "dpm-solver-adaptive", NOISE, return_trajectory=True), ValueError, "return_trajectory"),
+    ("adaptive solver with a grid",
+     lambda: sx.sample(MODEL, "dpm-solver-adaptive", NOISE, grid=jnp.linspace(1.0, 0.001, 4)), ValueError, "grid"),
+    ("float labels", lambda: pretrained.denoiser("digits-flow", labels=jnp.array([1.5, 2.0])), TypeError, "integer"),
+    ("float labels in a condition",
+     lambda: sx.sample(dataclasses.replace(pretrained.denoiser("digits-flow", labels=jnp.array([1, 2])),
+                                           condition={"label": jnp.array([1.5, 2.0])}), "euler",
+                       jnp.zeros((2, 8, 8, 1)), steps=2), TypeError, "integer"),
+    ("edit source_condition=None", lambda: _edit_digits(None, {"label": jnp.array([2])}), TypeError,
+     "source_condition"),
+    ("edit target label out of classes", lambda: _edit_digits({"label": jnp.array([1])}, {"label": jnp.array([42])}),
+     ValueError, "labels"),
+    ("edit network without attention values",
+     lambda: _edit_digits({"label": jnp.array([1])}, {"label": jnp.array([2])},
+                          sx.Denoiser(_no_attention_network, sx.schedules.RectifiedFlow(), "velocity")),
+     ValueError, "attention"),
+    ("log_likelihood rtol=-1", lambda: sx.log_likelihood(MODEL, NOISE, rtol=-1.0), ValueError, "rtol"),
+    ("log_likelihood rtol=atol=0", lambda: sx.log_likelihood(MODEL, NOISE, rtol=0.0, atol=0.0), ValueError, "atol"),
+    ("log_likelihood max_steps=0", lambda: sx.log_likelihood(MODEL, NOISE, max_steps=0), ValueError, "max_steps"),
+    ("log_likelihood max_steps too few", lambda: sx.log_likelihood(MODEL, NOISE, max_steps=2), RuntimeError,
+     "max_steps=2"),
+    ("log_likelihood prior returns a vector", lambda: sx.log_likelihood(MODEL, NOISE, prior=lambda x: -x**2),
+     ValueError, "prior"),
+    ("bits_per_dim levels=1", lambda: sx.bits_per_dim(MODEL, jnp.zeros((2, 3), jnp.int32), key=KEY, levels=1),
+     ValueError, "levels"),
+    ("bits_per_dim levels=0", lambda: sx.bits_per_dim(MODEL, jnp.zeros((2, 3), jnp.int32), key=KEY, levels=0),
+     ValueError, "levels"),
+    ("optimize_noise learning_rate a string",
+     lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, lambda s: -jnp.sum(s**2, 1), steps=3, learning_rate="0.1"),
+     TypeError, "learning_rate"),
+    ("optimize_noise typicality=nan",
+     lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, lambda s: -jnp.sum(s**2, 1), steps=3, typicality=np.nan),
+     ValueError, "typicality"),
+    ("optimize_noise reward not callable", lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, 1.0, steps=3),
+     TypeError, "reward"),
+    ("optimize_noise reward NaN",
+     lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, lambda s: jnp.sum(s, 1) * jnp.nan, steps=3, iterations=2),
+     FloatingPointError, "reward"),
+    ("tune_grid shape an int", lambda: sx.tune_grid(MODEL, "dpm++2m", 3, KEY, shape=3), TypeError, "shape"),
+    ("tune_grid key=None", lambda: sx.tune_grid(MODEL, "dpm++2m", 3, None, shape=(3,)), TypeError, "key"),
+    ("tune_grid reference_steps=0",
+     lambda: sx.tune_grid(MODEL, "dpm++2m", 3, KEY, shape=(3,), reference_steps=0), ValueError, "reference_steps"),
+    ("tune_grid stochastic solver", lambda: sx.tune_grid(MODEL, "ddpm", 3, KEY, shape=(3,)), ValueError,
+     "stochastic"),
+    ("fine_tune shape an int",
+     lambda: sx.fine_tune(MODEL, "dpm++2m", jnp.mean, trainable=lambda path: True, shape=3, key=KEY, steps=3),
+     TypeError, "shape"),
+    ("VPLinear t_min > t_max", lambda: sx.schedules.VPLinear(t_min=0.9, t_max=0.1), ValueError, "t_min"),
+    ("VPLinear t_min=0", lambda: sx.schedules.VPLinear(t_min=0.0), ValueError, "denoise_to_zero"),
+    ("VPLinear beta_min < 0", lambda: sx.schedules.VPLinear(beta_min=-1.0), ValueError, "beta_min"),
+    ("VPLinear t_max a string", lambda: sx.schedules.VPLinear(t_max="1"), TypeError, "t_max"),
+    ("VPCosine t_max=1", lambda: sx.schedules.VPCosine(t_max=1.0), ValueError, "t_max"),
+    ("EDM t_max=-1", lambda: sx.schedules.EDM(t_max=-1.0), ValueError, "t_max"),
+    ("EDM t_min=nan", lambda: sx.schedules.EDM(t_min=float("nan")), ValueError, "t_min"),
+    ("RectifiedFlow t_max=2", lambda: sx.schedules.RectifiedFlow(t_max=2.0), ValueError, "t_max"),
+]
+
+
+@pytest.mark.parametrize("case", FRESH_TRIAL_CASES, ids=[case[0] for case in FRESH_TRIAL_CASES])
+def test_fresh_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)
+
+
+def test_save_grid_refuses_increasing_times(tmp_path):
+    path = tmp_path / "increasing.json"
+    _assert_clear(lambda: sx.save_grid(path, jnp.array([0.01, 0.5, 1.0])), ValueError, "decrease")
+    assert not path.exists()
+
+
+def test_reversible_state_remembers_its_grid():
+    state, _ = sx.reversible_invert(FLOW, NOISE, steps=6)
+    back, _ = sx.reversible_sample(FLOW, state, steps=6)
+    np.testing.assert_allclose(back, NOISE, atol=1e-5)
+    _assert_clear(lambda: sx.reversible_sample(FLOW, state, steps=4), ValueError, "same grid")
+    # A pair without its grid samples over any grid.
+    other, _ = sx.reversible_sample(FLOW, sx.ReversibleState(state.x, state.x_hat), steps=4)
+    assert np.all(np.isfinite(other))
+
+
+def test_log_likelihood_that_runs_out_of_steps_is_nan_under_jit():
+    log_p, info = jax.jit(lambda x: sx.log_likelihood(MODEL, x, max_steps=2))(NOISE)
+    assert np.all(np.isnan(log_p)) and not np.any(info.reached)
+    log_p, info = sx.log_likelihood(MODEL, NOISE)
+    assert np.all(np.isfinite(log_p)) and np.all(info.reached)

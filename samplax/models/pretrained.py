@@ -87,7 +87,10 @@ def denoiser(name_or_path, labels=None, guidance_scale: float = 1.0) -> Denoiser
                            **declared)
     if null_label is None:
         raise ValueError(f"{name_or_path!r} is not class-conditional; pass labels=None")
-    labels = jnp.asarray(labels, jnp.int32)
+    labels = jnp.asarray(labels)
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
+    labels = labels.astype(jnp.int32)
     options = {"condition": {"label": labels}, **declared}
     if guidance_scale != 1.0:
         options.update(unconditional={"label": jnp.full_like(labels, null_label)}, guidance_scale=guidance_scale)

@@ -70,6 +70,18 @@ class Denoiser:
             raise TypeError(f"network must be callable, got {type(self.network).__name__}")
         if not isinstance(self.network, jax.tree_util.Partial):
             object.__setattr__(self, "network", jax.tree_util.Partial(self.network))
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(
+                "schedule must be a samplax schedule object, such as samplax.schedules.VPLinear() or "
+                f"samplax.schedules.get('vp-linear'), got {self.schedule!r}"
+            )
+        shape = self.sample_shape
+        if shape is not None and not (isinstance(shape, tuple) and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise TypeError(f"sample_shape must be a tuple of positive integers, got {self.sample_shape!r}")
+        if self.classes is not None and (
+            isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 1
+        ):
+            raise ValueError(f"classes must be a positive integer, got {self.classes!r}")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.time_input not in TIME_INPUTS:
@@ -132,6 +144,7 @@ class Denoiser:
         if self.unconditional is None:
             result = self.network(x, network_t, **self.condition, **arguments, **options)
             out, extra = result if auxiliary else (result, None)
+            _check_output_shape(out, x)
             return sign * out, extra
         both = {
             key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
@@ -142,6 +155,7 @@ class Denoiser:
             jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both, **doubled, **options
         )
         out, extra = result if auxiliary else (result, None)
+        _check_output_shape(out, jnp.concatenate([x, x]))
         unconditional, conditional = out[:batch], out[batch:]
         extra = jax.tree.map(lambda value: value[batch:], extra)
         return sign * (unconditional + self.guidance_scale * (conditional - unconditional)), extra
@@ -215,6 +229,15 @@ class Denoiser:
             evaluate = functools.partial(self._predict_with_auxiliary, kind, network_options)
             return Predictor(prepare=prepare, evaluate=evaluate, auxiliary=True)
         return Predictor(prepare=prepare, evaluate=functools.partial(self._predict, kind, network_options))
+
+
+def _check_output_shape(out, x) -> None:
+    """The network returns one array shaped like its input (checked while tracing)."""
+    shape = getattr(out, "shape", None)
+    if shape != x.shape:
+        found = f"shape {tuple(shape)}" if shape is not None else type(out).__name__
+        raise ValueError(f"the network returned {found} for an input of shape {x.shape}; it must return an array "
+                         "shaped like its input")
 
 
 def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:

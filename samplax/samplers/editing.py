@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -58,8 +59,16 @@ def _injecting(predictor: Predictor) -> Predictor:
 
 
 def _chosen(recorded, blocks):
-    """The recorded values of the chosen attention blocks (all of them by default)."""
-    if recorded is None or blocks is None:
+    """The recorded values of the chosen attention blocks (all of them by default); None
+    when nothing is injected (inject = 0)."""
+    if recorded is None:
+        return None
+    if not recorded:
+        raise ValueError(
+            "edit(): the network recorded no attention values, so there is nothing to share: it needs "
+            "self-attention blocks that return their values (a UNet with attention, such as digits-flow-attention)"
+        )
+    if blocks is None:
         return recorded
     unknown = set(blocks) - set(recorded)
     if unknown:
@@ -138,12 +147,15 @@ def edit(
     steps = request.steps
     if isinstance(inject, bool) or not isinstance(inject, (int, np.integer)) or not 0 <= inject <= steps:
         raise ValueError(f"inject must be an integer in [0, steps={steps}], got {inject!r}")
-    image = jnp.asarray(image)
     check_batch(image, "image")
-    check_model(model, "edit", image, "image")
+    conditions = []
+    for name, condition in (("source_condition", source_condition), ("target_condition", target_condition)):
+        if not isinstance(condition, Mapping):
+            raise TypeError(f"edit(): {name} must be a dict of network keyword arguments, got {condition!r}")
+        check_model(dataclasses.replace(model, condition=dict(condition)), "edit", image, "image")
+        conditions.append(dict(condition))
     times = request.concrete(model.schedule)
     blocks = None if blocks is None else tuple(blocks)
-    conditions = dict(source_condition), dict(target_condition)
     edited, _ = _edit(model, solver, image, *conditions, times, steps, int(inject), blocks)
     if not bool(jnp.all(jnp.isfinite(edited))):
         raise FloatingPointError("editing produced NaN or inf values; try more steps")

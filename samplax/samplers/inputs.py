@@ -19,8 +19,8 @@ from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
 __all__ = [
-    "Grid", "as_solver", "check_batch", "check_model", "check_positive", "check_sample_shape", "check_steps",
-    "end_points", "noise_keys", "resolve_grid",
+    "Grid", "as_solver", "check_batch", "check_flag", "check_key", "check_model", "check_positive", "check_real",
+    "check_sample_shape", "check_shape", "check_steps", "end_points", "noise_keys", "resolve_grid",
 ]
 
 
@@ -61,8 +61,7 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
     labels among its classes. Traced values are not checked."""
     if not isinstance(model, Denoiser):
         raise TypeError(f"{workflow}(): model must be a samplax Denoiser, got {type(model).__name__}")
-    if not isinstance(model.guidance_scale, jax.core.Tracer) and not np.all(np.isfinite(model.guidance_scale)):
-        raise ValueError(f"{workflow}(): guidance_scale must be finite, got {model.guidance_scale!r}")
+    check_real(f"{workflow}(): guidance_scale", model.guidance_scale, scalar=False)
     if x is None:
         return
     check_sample_shape(model, jnp.shape(x)[1:], name)
@@ -77,6 +76,8 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
     labels = model.condition.get("label")
     if model.classes is not None and labels is not None and not isinstance(labels, jax.core.Tracer):
         labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"{workflow}(): condition['label'] must hold integer class labels, got {labels.dtype}")
         outside = labels[(labels < 0) | (labels >= model.classes)]
         if outside.size:
             raise ValueError(
@@ -85,10 +86,52 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
             )
 
 
-def check_positive(name: str, value) -> None:
-    """A hyperparameter such as a learning rate: a positive finite number."""
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+def check_real(name: str, value, scalar: bool = True) -> None:
+    """A finite real number (Python, NumPy or a 0-d array; with `scalar` False, also an
+    array of them), not a string, a bool or None. Traced values are not checked."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    array = None if isinstance(value, (bool, str, bytes)) or value is None else np.asarray(value)
+    if array is None or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    if scalar and array.ndim:
+        raise ValueError(f"{name} must be a single number, got an array of shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+
+
+def check_positive(name: str, value, allow_zero: bool = False) -> None:
+    """A hyperparameter such as a learning rate: a positive (or, with `allow_zero`,
+    non-negative) finite number."""
+    check_real(name, value)
+    if isinstance(value, jax.core.Tracer):
+        return
+    if not (value > 0 or (allow_zero and value == 0)):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
+
+
+def check_flag(name: str, value) -> None:
+    """A switch: True or False, not a string or a number standing for one."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_key(name: str, key) -> None:
+    """One PRNG key: jax.random.key(seed), or the raw jax.random.PRNGKey(seed)."""
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ()
+    raw = isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,)
+    if not (typed or raw):
+        raise TypeError(f"{name} must be one jax.random key, such as jax.random.key(0), got {key!r}")
+
+
+def check_shape(name: str, shape) -> tuple[int, ...]:
+    """The shape of one sample: a tuple (or list) of positive integers."""
+    if not isinstance(shape, (tuple, list)) or not all(
+        isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0 for size in shape
+    ):
+        raise TypeError(f"{name} must be a tuple of positive integers (one sample's shape, e.g. (3,)), got {shape!r}")
+    return tuple(int(size) for size in shape)
 
 
 def check_sample_shape(model: Denoiser, shape, name: str) -> None:
@@ -101,6 +144,8 @@ def check_sample_shape(model: Denoiser, shape, name: str) -> None:
 
 def check_batch(x, name: str, finite: bool = True) -> None:
     """A floating-point array with a leading batch axis (and, unless traced, finite)."""
+    if not isinstance(x, (jax.Array, np.ndarray)):
+        raise TypeError(f"{name} must be a jax or numpy array, got {type(x).__name__}; convert it with jnp.asarray")
     if jnp.ndim(x) < 2:
         raise ValueError(f"{name} must have a leading batch axis, got shape {jnp.shape(x)}")
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
@@ -115,8 +160,7 @@ def end_points(schedule: Schedule, t_start, t_end):
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     for name, value in (("t_start", t_start), ("t_end", t_end)):
-        if not isinstance(value, jax.core.Tracer) and not np.all(np.isfinite(value)):
-            raise ValueError(f"{name} must be a finite time, got {value!r}")
+        check_real(name, value)
     schedule.check_times(t_start, t_end)
     if not isinstance(t_start, jax.core.Tracer) and not isinstance(t_end, jax.core.Tracer):
         if not float(t_start) > float(t_end):
@@ -128,11 +172,12 @@ def end_points(schedule: Schedule, t_start, t_end):
     return jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
 
 
-def check_steps(steps, solver) -> int:
+def check_steps(steps, solver, name: str = "steps") -> int:
+    """A number of grid intervals (called `name`) that `solver` can run."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"steps must be an integer, got {steps!r}")
+        raise TypeError(f"{name} must be an integer, got {steps!r}")
     if steps < solver.min_steps():
-        raise ValueError(f"{type(solver).__name__} needs at least {solver.min_steps()} steps, got {steps}")
+        raise ValueError(f"{name}: {type(solver).__name__} needs at least {solver.min_steps()} steps, got {steps}")
     return int(steps)
 
 
@@ -163,6 +208,9 @@ def resolve_grid(schedule: Schedule, solver, steps, grid, t_start=None, t_end=No
             raise ValueError("steps is required when grid is a name; pass steps=... or an array grid")
         t_start, t_end = end_points(schedule, t_start, t_end)
         return Grid(steps=check_steps(steps, solver), kind=grid, t_start=t_start, t_end=t_end)
+    if not isinstance(grid, (jax.Array, np.ndarray)):
+        hint = "; load_grid returns (times, metadata): pass its times" if isinstance(grid, tuple) else ""
+        raise TypeError(f"grid must be a grid kind {GRIDS} or an array of times, got {type(grid).__name__}{hint}")
     check_grid(schedule, grid)
     _check_explicit_grid(grid, t_start, t_end)
     times = jnp.asarray(grid, jnp.result_type(float))

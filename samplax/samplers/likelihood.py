@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from samplax.divergence import ExactDivergence, Hutchinson
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_model, end_points
+from samplax.samplers.inputs import check_batch, check_model, check_positive, end_points
 from samplax.samplers.noise import sample_keys
 
 __all__ = ["ExactDivergence", "Hutchinson", "LikelihoodInfo", "bits_per_dim", "log_likelihood"]
@@ -39,14 +39,16 @@ class LikelihoodInfo:
     """What a likelihood solve did, per sample: vector-field evaluations (`nfe`; each
     costs one network call and one forward-mode product per probe, or per dimension for
     the exact divergence), solver steps, the prior's log-density at the latent, the
-    integral of the divergence (log p = prior + integral), and the latent itself (where
-    the ODE takes the data at t_start)."""
+    integral of the divergence (log p = prior + integral), the latent itself (where
+    the ODE takes the data at t_start), and whether the solve reached t_start within
+    max_steps (where it did not, log p is NaN)."""
 
     nfe: jax.Array
     steps: jax.Array
     prior_log_density: jax.Array
     divergence_integral: jax.Array
     latent: jax.Array
+    reached: jax.Array
 
 
 def gaussian_log_density(x, std):
@@ -125,7 +127,8 @@ def log_likelihood(
             t_end = 0 on rectified flow needs a network predicting velocity or noise).
         rtol, atol: the adaptive solver's tolerances (score_sde uses 1e-5).
         solver: a diffrax adaptive Runge-Kutta solver (default `diffrax.Tsit5()`).
-        max_steps: the solver's step limit per sample (diffrax raises when it is hit).
+        max_steps: the solver's step limit per sample; a sample that needs more gets NaN
+            and `info.reached` False, and outside jit the call raises a RuntimeError.
         prior: `log_density(x) -> scalar` of one sample at t_start; default the schedule's
             noise, N(0, sigma(t_start)^2 I), which neglects alpha(t_start) x_0 (score_sde
             and k-diffusion do the same).
@@ -144,12 +147,42 @@ def log_likelihood(
         raise ValueError("the exact divergence draws nothing: key= applies to Hutchinson(...) only")
     solver = diffrax.Tsit5() if solver is None else solver
     _check_solver(solver)
+    _check_tolerances(rtol, atol, max_steps)
     t_start, t_end = end_points(model.schedule, t_start, t_end)
     _check_end_point(model, t_start, "t_start", "alpha", ("velocity", "data"))
     _check_end_point(model, t_end, "t_end", "sigma", ("velocity", "noise"))
     data = jnp.asarray(data)
+    _check_prior(prior, data)
     keys = sample_keys(key, data.shape[0]) if divergence.needs_key else None
-    return _solve(model, data, keys, t_start, t_end, rtol, atol, divergence, solver, max_steps, prior)
+    log_p, info = _solve(model, data, keys, t_start, t_end, rtol, atol, divergence, solver, max_steps, prior)
+    if not isinstance(info.reached, jax.core.Tracer) and not bool(jnp.all(info.reached)):
+        short = int(jnp.sum(~info.reached))
+        raise RuntimeError(
+            f"log_likelihood: the ODE solve did not reach t_start within max_steps={max_steps} on {short} of "
+            f"{data.shape[0]} samples; raise max_steps or loosen rtol and atol"
+        )
+    return log_p, info
+
+
+def _check_tolerances(rtol, atol, max_steps) -> None:
+    check_positive("rtol", rtol, allow_zero=True)
+    check_positive("atol", atol, allow_zero=True)
+    if rtol == 0 and atol == 0:
+        raise ValueError("rtol and atol are both 0: the adaptive solver could never accept a step; give one > 0")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+
+
+def _check_prior(prior, data) -> None:
+    """A prior is a function of one sample returning its log-density, a scalar."""
+    if prior is None:
+        return
+    if not callable(prior):
+        raise TypeError(f"prior must be a function log_density(x) of one sample, got {type(prior).__name__}")
+    shape = jax.eval_shape(prior, jax.ShapeDtypeStruct(data.shape[1:], data.dtype)).shape
+    if shape != ():
+        raise ValueError(f"prior must return one number per sample (shape ()), got shape {shape} for a sample "
+                         f"of shape {data.shape[1:]}")
 
 
 def _check_end_point(model: Denoiser, t, name: str, coefficient: str, defined: tuple[str, ...]) -> None:
@@ -184,18 +217,22 @@ def _solve(model, data, keys, t_start, t_end, rtol, atol, divergence, solver, ma
             args=probes,
             stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
             max_steps=max_steps,
+            throw=False,
         )
-        latent, integral = solution.ys[0][-1], solution.ys[1][-1]
+        reached = solution.result == diffrax.RESULTS.successful
+        latent = jnp.where(reached, solution.ys[0][-1], jnp.nan)
+        integral = jnp.where(reached, solution.ys[1][-1], jnp.nan)
         prior_term = gaussian_log_density(latent, start_std) if prior is None else prior(latent)
-        return prior_term, integral, latent, solution.stats["num_steps"]
+        return prior_term, integral, latent, solution.stats["num_steps"], reached
 
-    prior_term, integral, latent, steps = jax.vmap(solve)(data, keys)
+    prior_term, integral, latent, steps, reached = jax.vmap(solve)(data, keys)
     info = LikelihoodInfo(
         nfe=_evaluations(solver, steps),
         steps=steps,
         prior_log_density=prior_term,
         divergence_integral=integral,
         latent=latent,
+        reached=reached,
     )
     return prior_term + integral, info
 
@@ -223,6 +260,8 @@ def bits_per_dim(
     Returns:
         (bits/dim (batch,), the LikelihoodInfo of the solve).
     """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        raise ValueError(f"levels must be an integer >= 2 (256 for 8-bit images), got {levels!r}")
     images = jnp.asarray(images)
     if not jnp.issubdtype(images.dtype, jnp.integer):
         raise TypeError(f"images must hold integers in [0, {levels}), got dtype {images.dtype}")

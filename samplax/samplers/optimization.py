@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_model, check_positive
+from samplax.samplers.inputs import check_batch, check_key, check_model, check_positive, check_sample_shape, check_shape
 from samplax.samplers.sampling import sample
 
 __all__ = ["FineTuneInfo", "NoiseOptimizationInfo", "fine_tune", "optimize_noise", "typicality_penalty"]
@@ -54,6 +54,23 @@ def _check_iterations(iterations, learning_rate) -> None:
     check_positive("learning_rate", learning_rate)
 
 
+def _check_callable(name: str, function) -> None:
+    if not callable(function):
+        raise TypeError(f"{name} must be a function of the samples, got {type(function).__name__}")
+
+
+def _check_finite_record(name: str, values: jax.Array) -> None:
+    """A reward or loss that became NaN or inf has spoiled every later update: say so
+    rather than return its result."""
+    finite = np.isfinite(np.asarray(values))
+    if not finite.all():
+        first = int(np.argmin(finite))
+        raise FloatingPointError(
+            f"the {name} was NaN or inf at iteration {first} (of {values.shape[0]}), so the optimization diverged; "
+            f"check that the {name} is finite on these samples, or lower learning_rate"
+        )
+
+
 def optimize_noise(
     model: Denoiser,
     solver,
@@ -82,7 +99,9 @@ def optimize_noise(
     """
     check_batch(noise, "noise")
     check_model(model, "optimize_noise", noise, "noise")
+    _check_callable("reward", reward)
     _check_iterations(iterations, learning_rate)
+    check_positive("typicality", typicality, allow_zero=True)
     optimizer = optax.adam(learning_rate)
 
     def objective(noise):
@@ -107,6 +126,7 @@ def optimize_noise(
     info = NoiseOptimizationInfo(
         rewards=jnp.stack([*rewards, mean_reward]), penalties=jnp.stack([*penalties, mean_penalty]), samples=samples
     )
+    _check_finite_record("reward", info.rewards)
     return noise, info
 
 
@@ -155,7 +175,14 @@ def fine_tune(
         (the fine-tuned Denoiser, FineTuneInfo).
     """
     check_model(model, "fine_tune")
+    _check_callable("loss", loss)
+    _check_callable("trainable", trainable)
+    shape = check_shape("shape", shape)
+    check_sample_shape(model, shape, "shape")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
     _check_iterations(iterations, learning_rate)
+    check_key("key", key)
     spec = _trainable_filter(model.network, trainable)
     if not any(jax.tree.leaves(spec)):
         raise ValueError("trainable selects no floating-point leaf of model.network; print "
@@ -179,5 +206,7 @@ def fine_tune(
     for iteration_key in jax.random.split(key, iterations):
         parameters, state, value = update(parameters, state, iteration_key)
         losses.append(value)
+    losses = jnp.stack(losses)
+    _check_finite_record("loss", losses)
     tuned = dataclasses.replace(model, network=eqx.combine(parameters, frozen))
-    return tuned, FineTuneInfo(losses=jnp.stack(losses))
+    return tuned, FineTuneInfo(losses=losses)

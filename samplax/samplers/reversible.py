@@ -9,6 +9,7 @@ exact round trip. `reversible_sample` also samples from plain noise, as does
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
-from samplax.samplers.inputs import Grid, check_batch, check_model, resolve_grid
+from samplax.samplers.inputs import Grid, check_batch, check_flag, check_model, resolve_grid
 from samplax.solvers.reversible import ReversibleHeun, ReversibleState
 
 __all__ = ["reversible_sample", "reversible_invert"]
@@ -35,6 +36,20 @@ def _as_state(noise) -> ReversibleState:
     return state
 
 
+def _check_state_grid(state: ReversibleState, times) -> None:
+    """A state from `reversible_invert` maps back to the data only over the grid it was
+    inverted over."""
+    if state.times is None or isinstance(times, jax.core.Tracer) or isinstance(state.times, jax.core.Tracer):
+        return
+    if state.times.shape != times.shape or not bool(jnp.allclose(state.times, times, rtol=1e-6, atol=0.0)):
+        raise ValueError(
+            f"this ReversibleState was inverted over a grid of {state.times.shape[0]} times from "
+            f"{float(state.times[0])} to {float(state.times[-1])}, but reversible_sample was given one of "
+            f"{times.shape[0]} times from {float(times[0])} to {float(times[-1])}: pass the same grid "
+            "(grid=state.times), or ReversibleState(state.x, state.x_hat) to sample over another"
+        )
+
+
 def solve_forward(model: Denoiser, solver: ReversibleHeun, noise, request: Grid, return_trajectory: bool,
                   adjoint: GradientMethod):
     """(samples, Info) of a reversible solve from noise (or a ReversibleState) over the
@@ -42,8 +57,10 @@ def solve_forward(model: Denoiser, solver: ReversibleHeun, noise, request: Grid,
     `sample` with a reversible solver run."""
     state = _as_state(noise)
     times = request.concrete(model.schedule)
+    _check_state_grid(state, times)
     sigma = model.schedule.sigma(times[0]).astype(state.x.dtype)
-    result, trajectory = _solve(model, solver, state.scaled(sigma), times, return_trajectory, adjoint)
+    start = ReversibleState(state.x, state.x_hat).scaled(sigma)
+    result, trajectory = _solve(model, solver, start, times, return_trajectory, adjoint)
     if not isinstance(result.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(result.x))):
         raise FloatingPointError("reversible sampling produced NaN or inf values; try more steps")
     return result.x, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=times, trajectory=trajectory)
@@ -74,7 +91,8 @@ def reversible_sample(
     Returns:
         (samples, Info) with Info.nfe = steps + 1.
     """
-    check_model(model, "reversible_sample", noise.x if isinstance(noise, ReversibleState) else noise, "noise")
+    check_flag("return_trajectory", return_trajectory)
+    check_model(model, "reversible_sample", _as_state(noise).x, "noise")
     solver = ReversibleHeun()
     adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory, share_compilation=False)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
@@ -87,7 +105,7 @@ def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=N
     grid. Returns (ReversibleState, Info): `state.x` is the noise (scaled like the noise of
     `samplax.sample`), and `reversible_sample(model, state, ...)` with the same grid
     returns `data` up to rounding."""
-    data = jnp.asarray(data)
+    check_flag("return_trajectory", return_trajectory)
     check_batch(data, "data")
     check_model(model, "reversible_invert", data, "data")
     solver = ReversibleHeun()
@@ -96,7 +114,7 @@ def reversible_invert(model: Denoiser, data, *, steps: int | None = None, grid=N
     result, trajectory = _solve(
         model, solver, ReversibleState.start(data), reversed_times, return_trajectory, Backpropagation()
     )
-    noise = result.scaled(1.0 / model.schedule.sigma(times[0]).astype(data.dtype))
+    noise = dataclasses.replace(result.scaled(1.0 / model.schedule.sigma(times[0]).astype(data.dtype)), times=times)
     if not isinstance(noise.x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(noise.x))):
         raise FloatingPointError("reversible inversion produced NaN or inf values; try more steps")
     steps = times.shape[0] - 1

@@ -19,7 +19,15 @@ from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
-from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
+from samplax.samplers.inputs import (
+    as_solver,
+    check_batch,
+    check_flag,
+    check_model,
+    end_points,
+    noise_keys,
+    resolve_grid,
+)
 from samplax.solvers.engine import run_plan
 from samplax.solvers.grids import check_finite_lambda, time_grid
 
@@ -180,6 +188,9 @@ def sample(
         (samples, Info).
     """
     solver = as_solver(solver, "sample")
+    for name, flag in (("denoise_to_zero", denoise_to_zero), ("return_trajectory", return_trajectory),
+                       ("share_compilation", share_compilation)):
+        check_flag(name, flag)
     check_batch(noise, "noise", finite=solver.adaptive or solver.reversible)
     check_model(model, "sample", noise, "noise")
     keys, source = noise_keys(solver, key, noise_source, noise.shape[0])
@@ -188,6 +199,9 @@ def sample(
     if share_compilation and (solver.adaptive or solver.reversible or solver.stochastic):
         raise ValueError(f"share_compilation applies to deterministic solvers that run a plan, not to {solver}")
     if solver.adaptive:
+        if grid is not None or return_trajectory:
+            given = "grid=" if grid is not None else "return_trajectory=True"
+            raise ValueError(f"{solver!r} chooses its own steps: {given} applies to fixed-grid solvers only")
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
     adjoint.check_end(model.schedule, request.t_end if request.times is None else request.times[-1])
@@ -258,6 +272,7 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
     the same solver over the reversed grid. Returns (noise, Info) where noise is scaled so
     that `sample(model, solver, noise, ...)` with the same grid maps it back to `data`."""
     solver = as_solver(solver, "invert")
+    check_flag("return_trajectory", return_trajectory)
     check_batch(data, "data", finite=False)
     check_model(model, "invert", data, "data")
     if solver.adaptive:

@@ -33,7 +33,17 @@ import optax
 
 from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import as_solver, check_model, check_positive, check_sample_shape, check_steps, end_points
+from samplax.samplers.inputs import (
+    as_solver,
+    check_flag,
+    check_key,
+    check_model,
+    check_positive,
+    check_sample_shape,
+    check_shape,
+    check_steps,
+    end_points,
+)
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
@@ -163,13 +173,20 @@ def tune_grid(
     """
     solver = as_solver(solver, "tune_grid")
     check_model(model, "tune_grid")
+    shape = check_shape("shape", shape)
     check_sample_shape(model, shape, "shape")
+    check_key("key", key)
     if not isinstance(solver, FixedGridSolver):
         raise ValueError(f"tune_grid needs a fixed-grid solver, got {type(solver).__name__}")
+    if solver.stochastic:
+        raise ValueError(f"tune_grid fits the grid of a deterministic solver (the loss compares fixed "
+                         f"trajectories); {solver!r} is stochastic")
     steps = check_steps(steps, solver)
-    if samples < 1 or iterations < 1:
-        raise ValueError(f"samples and iterations must be positive, got {samples} and {iterations}")
+    for name, count in (("samples", samples), ("iterations", iterations)):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"{name} must be a positive integer, got {count!r}")
     check_positive("learning_rate", learning_rate)
+    check_flag("denoise_to_zero", denoise_to_zero)
     schedule = model.schedule
     dtype = jnp.result_type(float)
     t_start, t_end = end_points(schedule, t_start, t_end)
@@ -177,8 +194,10 @@ def tune_grid(
     inits = _as_inits(schedule.default_grid if init is None else init)
     noise = jax.random.normal(key, (samples, *shape), dtype)
     if reference is None:
-        solver_name = reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4")
-        reference, _ = sample(model, solver_name, noise, steps=reference_steps, t_start=t_start, t_end=t_end,
+        reference_solver = as_solver(reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
+                                     "tune_grid")
+        check_steps(reference_steps, reference_solver, "reference_steps")
+        reference, _ = sample(model, reference_solver, noise, steps=reference_steps, t_start=t_start, t_end=t_end,
                               denoise_to_zero=denoise_to_zero)
     reference = jnp.asarray(reference, dtype)
     if reference.shape != noise.shape:
@@ -230,6 +249,8 @@ def _grid_problem(times: np.ndarray) -> str | None:
         return f"must be a 1-D grid of at least 2 times, got shape {times.shape}"
     if not np.all(np.isfinite(times)):
         return f"contains NaN or inf values: {times.tolist()[:8]}"
+    if not np.all(np.diff(times) < 0):
+        return f"must decrease strictly, from noise to data, got {times.tolist()[:8]}"
     return None
 
 

@@ -38,6 +38,8 @@ def time_grid(
         shift: the factor s of the "shifted" grid: uniform in u, then t = s u / (1 + (s - 1) u),
             the time shift of SD3 (Esser et al. 2024) and FLUX for flows (3 in SD3).
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a samplax schedule object, got {schedule!r}")
     if not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if kind not in GRIDS:

@@ -31,10 +31,13 @@ __all__ = ["ReversibleState", "ReversibleHeun"]
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class ReversibleState:
-    """The pair a reversible solve carries: the solution `x` and its companion `x_hat`."""
+    """The pair a reversible solve carries: the solution `x` and its companion `x_hat`;
+    `times` is the grid (from noise to data) that `reversible_invert` ran over, so that
+    `reversible_sample` can refuse another one (None for a pair made otherwise)."""
 
     x: jax.Array
     x_hat: jax.Array
+    times: jax.Array | None = None
 
     @classmethod
     def start(cls, x: jax.Array) -> ReversibleState:
@@ -42,7 +45,7 @@ class ReversibleState:
         return cls(x, x)
 
     def scaled(self, factor) -> ReversibleState:
-        return ReversibleState(self.x * factor, self.x_hat * factor)
+        return ReversibleState(self.x * factor, self.x_hat * factor, self.times)
 
 
 @jax.tree_util.register_dataclass
