@@ -169,6 +169,13 @@ def test_a_solver_the_library_refuses_is_one_line_and_leaves_no_folder(capsys, t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_grid_for_an_adaptive_solver_is_refused(capsys, tmp_path, tiny_model):
+    code, err = _main(capsys, ["--model", tiny_model, "--solver", "dpm-solver-adaptive", "--grid", "uniform",
+                               "--seeds", "0-1", "--outdir", str(tmp_path / "out"), "--no-progress"])
+    assert code == 2 and "--grid applies to fixed-grid solvers" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -263,4 +263,8 @@ def with_model(config: RunConfig, model: Model):
         end_points(model.schedule, None, config.t_end)
     except ValueError as error:
         raise UsageError(f"--t-end: {error}") from None
+    if solver.adaptive:
+        if config.grid is not None:
+            raise UsageError(f"--grid applies to fixed-grid solvers; --solver {name} chooses its own steps")
+        return dataclasses.replace(config, solver=name), solver
     return dataclasses.replace(config, solver=name, grid=config.grid or model.schedule.default_grid), solver
