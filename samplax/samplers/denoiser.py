@@ -144,7 +144,7 @@ class Denoiser:
         if self.unconditional is None:
             result = self.network(x, network_t, **self.condition, **arguments, **options)
             out, extra = result if auxiliary else (result, None)
-            _check_output_shape(out, x)
+            _check_output_shape(out, x.shape)
             return sign * out, extra
         both = {
             key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
@@ -155,7 +155,7 @@ class Denoiser:
             jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both, **doubled, **options
         )
         out, extra = result if auxiliary else (result, None)
-        _check_output_shape(out, jnp.concatenate([x, x]))
+        _check_output_shape(out, (2 * batch, *x.shape[1:]))
         unconditional, conditional = out[:batch], out[batch:]
         extra = jax.tree.map(lambda value: value[batch:], extra)
         return sign * (unconditional + self.guidance_scale * (conditional - unconditional)), extra
@@ -231,13 +231,13 @@ class Denoiser:
         return Predictor(prepare=prepare, evaluate=functools.partial(self._predict, kind, network_options))
 
 
-def _check_output_shape(out, x) -> None:
+def _check_output_shape(out, expected: tuple[int, ...]) -> None:
     """The network returns one array shaped like its input (checked while tracing)."""
     shape = getattr(out, "shape", None)
-    if shape != x.shape:
+    if shape is None or tuple(shape) != tuple(expected):
         found = f"shape {tuple(shape)}" if shape is not None else type(out).__name__
-        raise ValueError(f"the network returned {found} for an input of shape {x.shape}; it must return an array "
-                         "shaped like its input")
+        raise ValueError(f"the network returned {found} for an input of shape {tuple(expected)}; it must return an "
+                         "array shaped like its input")
 
 
 def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:

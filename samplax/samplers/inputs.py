@@ -19,8 +19,8 @@ from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
 __all__ = [
-    "Grid", "as_solver", "check_batch", "check_flag", "check_key", "check_model", "check_positive", "check_real",
-    "check_sample_shape", "check_shape", "check_steps", "end_points", "noise_keys", "resolve_grid",
+    "Grid", "as_solver", "check_batch", "check_count", "check_flag", "check_key", "check_model", "check_positive",
+    "check_real", "check_sample_shape", "check_shape", "check_steps", "end_points", "noise_keys", "resolve_grid",
 ]
 
 
@@ -109,6 +109,14 @@ def check_positive(name: str, value, allow_zero: bool = False) -> None:
     if not (value > 0 or (allow_zero and value == 0)):
         kind = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
+
+
+def check_count(name: str, value, minimum: int = 1) -> int:
+    """A count such as a number of iterations: an integer (not a bool) of at least `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
 
 
 def check_flag(name: str, value) -> None:

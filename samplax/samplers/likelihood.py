@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from samplax.divergence import ExactDivergence, Hutchinson
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_model, check_positive, end_points
+from samplax.samplers.inputs import check_batch, check_count, check_model, check_positive, end_points
 from samplax.samplers.noise import sample_keys
 
 __all__ = ["ExactDivergence", "Hutchinson", "LikelihoodInfo", "bits_per_dim", "log_likelihood"]
@@ -169,8 +169,7 @@ def _check_tolerances(rtol, atol, max_steps) -> None:
     check_positive("atol", atol, allow_zero=True)
     if rtol == 0 and atol == 0:
         raise ValueError("rtol and atol are both 0: the adaptive solver could never accept a step; give one > 0")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    check_count("max_steps", max_steps)
 
 
 def _check_prior(prior, data) -> None:
@@ -260,8 +259,7 @@ def bits_per_dim(
     Returns:
         (bits/dim (batch,), the LikelihoodInfo of the solve).
     """
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2 (256 for 8-bit images), got {levels!r}")
+    check_count("levels", levels, minimum=2)
     images = jnp.asarray(images)
     if not jnp.issubdtype(images.dtype, jnp.integer):
         raise TypeError(f"images must hold integers in [0, {levels}), got dtype {images.dtype}")

@@ -20,7 +20,15 @@ import numpy as np
 import optax
 
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_key, check_model, check_positive, check_sample_shape, check_shape
+from samplax.samplers.inputs import (
+    check_batch,
+    check_count,
+    check_key,
+    check_model,
+    check_positive,
+    check_sample_shape,
+    check_shape,
+)
 from samplax.samplers.sampling import sample
 
 __all__ = ["FineTuneInfo", "NoiseOptimizationInfo", "fine_tune", "optimize_noise", "typicality_penalty"]
@@ -49,8 +57,7 @@ class NoiseOptimizationInfo:
 
 
 def _check_iterations(iterations, learning_rate) -> None:
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    check_count("iterations", iterations)
     check_positive("learning_rate", learning_rate)
 
 
@@ -179,8 +186,7 @@ def fine_tune(
     _check_callable("trainable", trainable)
     shape = check_shape("shape", shape)
     check_sample_shape(model, shape, "shape")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    check_count("batch", batch)
     _check_iterations(iterations, learning_rate)
     check_key("key", key)
     spec = _trainable_filter(model.network, trainable)

@@ -35,6 +35,7 @@ from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import (
     as_solver,
+    check_count,
     check_flag,
     check_key,
     check_model,
@@ -182,9 +183,8 @@ def tune_grid(
         raise ValueError(f"tune_grid fits the grid of a deterministic solver (the loss compares fixed "
                          f"trajectories); {solver!r} is stochastic")
     steps = check_steps(steps, solver)
-    for name, count in (("samples", samples), ("iterations", iterations)):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"{name} must be a positive integer, got {count!r}")
+    check_count("samples", samples)
+    check_count("iterations", iterations)
     check_positive("learning_rate", learning_rate)
     check_flag("denoise_to_zero", denoise_to_zero)
     schedule = model.schedule
