@@ -50,7 +50,10 @@ SOLVERS = {
 ROOT = pathlib.Path(__file__).resolve().parent
 
 
-def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
+def draw_digits(model_name, solver_name, steps, samples, guidance, seed_offset=0, grid=None):
+    """Class-conditional samples (label = seed mod 10, noise from each seed) on the
+    schedule's default grid, or on `grid` (a kind or an array of times); returns
+    (images, labels, nfe)."""
     seeds = jnp.arange(samples) + seed_offset
     base = jax.random.PRNGKey(0)
     noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 1)))(seeds)
@@ -59,7 +62,9 @@ def _draw(model_name, solver_name, steps, samples, guidance, seed_offset=0):
     options = {}
     if samplax.solvers.get(solver_name).stochastic:
         options["key"] = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(SOLVER_NOISE_SEED), s))(seeds)
-    images, info = samplax.sample(model, solver_name, noise, steps=steps, **options)  # the schedule's default grid
+    if grid is not None and not isinstance(grid, str):  # an array of times sets the steps
+        steps = None
+    images, info = samplax.sample(model, solver_name, noise, steps=steps, grid=grid, **options)
     return np.asarray(images), labels, int(info.nfe)
 
 
@@ -83,7 +88,7 @@ def main() -> None:
                     continue
                 started = time.perf_counter()
                 try:
-                    images, labels, nfe = _draw(model_name, solver_name, steps, args.samples, args.guidance)
+                    images, labels, nfe = draw_digits(model_name, solver_name, steps, args.samples, args.guidance)
                 except (FloatingPointError, ValueError) as error:
                     rows.append(
                         {"model": model_name, "solver": solver_name, "steps": steps, "nfe": target, "error": str(error)}
@@ -105,9 +110,9 @@ def main() -> None:
     throughput = {}
     for model_name in args.models.split(","):
         solver_name = default_solver(pretrained.load(model_name)[1]["schedule"])
-        _draw(model_name, solver_name, 10, args.samples, args.guidance)
+        draw_digits(model_name, solver_name, 10, args.samples, args.guidance)
         started = time.perf_counter()
-        images, _, _ = _draw(model_name, solver_name, 10, args.samples, args.guidance)
+        images, _, _ = draw_digits(model_name, solver_name, 10, args.samples, args.guidance)
         seconds = time.perf_counter() - started
         throughput[model_name] = {"batch": args.samples, "solver": solver_name, "nfe": 10, "guidance": args.guidance,
                                   "seconds": round(seconds, 3), "images_per_s": round(args.samples / seconds, 1)}

@@ -19,18 +19,18 @@ STD_RANGE = (0.05, 0.25)
 NFES = (5, 6, 8, 10, 15, 20)
 
 
-def _mixture_and_noise(samples: int, seed: int, noise_seed: int):
-    mixture = sx.GaussianMixture.random(seed, DIMENSION, COMPONENTS, STD_RANGE)
+def _mixture_and_noise(samples: int, seed: int, noise_seed: int, std_range=STD_RANGE):
+    mixture = sx.GaussianMixture.random(seed, DIMENSION, COMPONENTS, tuple(std_range))
     noise = np.asarray(jax.random.normal(jax.random.PRNGKey(noise_seed), (samples, DIMENSION)))
     return mixture, noise
 
 
-def diffusion_problem(samples: int = 1000, seed: int = 0, noise_seed: int = 1):
-    """The sharp mixture (64-D, 8 components, stds 0.05-0.25) under the DDPM discrete
-    schedule (betas linear 1e-4..0.02, 1000 steps). Returns (mixture, schedule, noise,
-    reference), where reference is the exact ODE endpoint at sigma = 0 from
-    x_T = sigma(1) * noise."""
-    mixture, noise = _mixture_and_noise(samples, seed, noise_seed)
+def diffusion_problem(samples: int = 1000, seed: int = 0, noise_seed: int = 1, std_range=STD_RANGE):
+    """The sharp mixture (64-D, 8 components, stds 0.05-0.25, or `std_range`) under the
+    DDPM discrete schedule (betas linear 1e-4..0.02, 1000 steps). Returns (mixture,
+    schedule, noise, reference), where reference is the exact ODE endpoint at sigma = 0
+    from x_T = sigma(1) * noise."""
+    mixture, noise = _mixture_and_noise(samples, seed, noise_seed, std_range)
     schedule = sx.schedules.VPDiscrete.ddpm_linear()
     x_start = np.asarray(schedule.sigma(1.0)) * noise
     reference = mixture.flow_to_data(x_start, schedule, 1.0)

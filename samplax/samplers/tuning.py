@@ -12,12 +12,20 @@ The range is that of lambda = log(alpha / sigma) for diffusion schedules (as LD3
 "lambda" mode) and that of t itself for rectified flow, whose lambda is infinite at t = 1
 and t = 0 (as LD3's "time" mode).
 
-The loss over the grid is not convex and has many local minima at few steps; fits start
-from several hand-made grids if asked (`init=("logsnr", "karras", ...)`), lower the step
-size along a cosine, and keep the grid with the lowest training loss seen.
+The fit must generalise to noise it has not seen. On a sharp distribution a few-step
+solve sends a few samples to another mode than the exact solve; with a small set of
+training noises the fit learns to avoid those flips for its own samples only, and its
+training error understates the error on new noise several times over. So the fit draws a
+large pool of noise (its references computed once, in batches), steps Adam on mini-batches
+of the training part, and measures the loss on a held-out validation part as it goes: the
+grid returned is the one with the lowest validation loss over every starting grid and
+iteration, and its training and validation errors are both reported.
 
-Fit on one set of noise, check on another: `sample(model, solver, held_out_noise,
-grid=times)` takes the learned grid as it is.
+The loss over the grid is not convex and has many local minima at few steps; fits start
+from several hand-made grids if asked (`init=("logsnr", "karras", ...)`) and lower the
+step size along a cosine.
+
+`sample(model, solver, noise, grid=times)` takes the learned grid as it is.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from samplax.samplers.inputs import (
     check_key,
     check_model,
     check_positive,
+    check_real,
     check_sample_shape,
     check_shape,
     check_steps,
@@ -48,6 +57,7 @@ from samplax.samplers.inputs import (
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
+from samplax.solvers.toolkit import check_choice
 
 __all__ = ["TuneInfo", "tune_grid", "grid_from_logits", "save_grid", "load_grid"]
 
@@ -57,15 +67,85 @@ GRID_FORMAT = "samplax-time-grid-1"
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class TuneInfo:
-    """What a fit did: the training loss (mean squared distance to the reference) of the
-    starting grid and after every iteration of the fit that found the returned grid (with
-    several starting grids, the one that won), the lowest training loss, and the logits of
-    the returned grid."""
+    """What a fit did. Losses are in the units of the fit's `loss` ("squared": mean squared
+    distance to the reference; "rms": mean per-sample RMS distance).
 
-    initial_loss: jax.Array
+    Attributes:
+        losses: the mini-batch training loss before each Adam step of the run (starting
+            grid) that found the returned grid.
+        validation_losses: that run's loss on the validation noise, at
+            `validation_iterations` (0 is its starting grid).
+        validation_iterations: the iterations at which the validation loss was measured.
+        validation_loss: the validation loss of the returned grid, the lowest seen.
+        start: the index, in `init`, of the starting grid whose run found it.
+        iteration: the iteration of that run at which it was found.
+        training_rms, validation_rms: RMS distance (over samples and coordinates) of the
+            returned grid's samples to the reference on the training and validation noise.
+        logits: the logits of the returned grid.
+    """
+
     losses: jax.Array
-    best_loss: jax.Array
+    validation_losses: jax.Array
+    validation_iterations: jax.Array
+    validation_loss: jax.Array
+    start: int
+    iteration: int
+    training_rms: jax.Array
+    validation_rms: jax.Array
     logits: jax.Array
+
+    @property
+    def gap(self) -> jax.Array:
+        """validation_rms / training_rms: how optimistic the training error is (1 when the
+        fit generalises to its validation noise)."""
+        return self.validation_rms / self.training_rms
+
+
+LOSSES = ("squared", "rms")
+
+
+def _loss_from_squared_errors(loss: str, squared_errors: jax.Array) -> jax.Array:
+    """The fit's loss from per-sample mean squared errors: their mean ("squared") or the
+    mean of their square roots ("rms", which weighs the few samples that end in another
+    mode of the data less than the squared error does)."""
+    if loss == "squared":
+        return jnp.mean(squared_errors)
+    return jnp.mean(jnp.sqrt(squared_errors + jnp.finfo(squared_errors.dtype).tiny))
+
+
+def _per_sample_squared_errors(x: jax.Array, reference: jax.Array) -> jax.Array:
+    return jnp.mean((x - reference) ** 2, axis=tuple(range(1, x.ndim)))
+
+
+def _map_in_batches(function, batch_size: int, rows):
+    """function(batch) on consecutive batches of `batch_size` rows of the pytree `rows`
+    (the last batch padded with repeated rows), concatenated: one compiled call whose
+    memory is that of one batch, whatever the number of rows."""
+    count = jax.tree.leaves(rows)[0].shape[0]
+    batch_size = min(batch_size, count)
+    batches = -(-count // batch_size)
+    padding = batches * batch_size - count
+
+    def split(array):
+        padded = jnp.concatenate([array, array[:padding]]) if padding else array
+        return padded.reshape(batches, batch_size, *array.shape[1:])
+
+    results = jax.lax.map(function, jax.tree.map(split, rows))
+    return jax.tree.map(lambda result: result.reshape(batches * batch_size, *result.shape[2:])[:count], results)
+
+
+def _per_sample_conditions(model: Denoiser) -> dict:
+    """The model's condition arrays with one row per sample (labels, embeddings), which
+    travel with their noise through mini-batches; scalars stay in the model."""
+    rows = lambda condition: {key: value for key, value in (condition or {}).items() if jnp.ndim(value) >= 1}  # noqa: E731
+    return {"condition": rows(model.condition), "unconditional": rows(model.unconditional)}
+
+
+def _conditioned(model: Denoiser, conditions: dict) -> Denoiser:
+    """The model with the per-sample condition rows of one batch."""
+    unconditional = None if model.unconditional is None else {**model.unconditional, **conditions["unconditional"]}
+    return dataclasses.replace(model, condition={**model.condition, **conditions["condition"]},
+                               unconditional=unconditional)
 
 
 SPACINGS = ("lambda", "time")
@@ -126,9 +206,14 @@ def tune_grid(
     key: jax.Array,
     *,
     shape: tuple[int, ...],
-    samples: int = 128,
+    samples: int = 2048,
+    validation: float = 0.25,
+    batch_size: int = 128,
     iterations: int = 300,
     learning_rate: float = 0.2,
+    loss: str = "squared",
+    validate_every: int = 10,
+    patience: int | None = None,
     t_start=None,
     t_end=None,
     denoise_to_zero: bool = True,
@@ -140,29 +225,48 @@ def tune_grid(
 ):
     """Fit the time grid of `solver` with `steps` intervals to `model`.
 
+    The noise pool is split into training and validation noise. Adam steps on mini-batches
+    of the training noise; every `validate_every` steps the grid's loss on the validation
+    noise is measured, and the grid returned is the one with the lowest validation loss
+    over all starting grids and iterations (early stopping). A few-step solver sends a few
+    samples of a sharp distribution to another mode than the exact solve does; a small
+    pool lets the fit learn to avoid those flips for its own noise only, so its training
+    error understates the error on new noise by up to 10x. The pool is large enough by
+    default for the flips to be represented (benchmarks/learned_grids.py --pool-curve).
+
     Args:
         model: the `Denoiser`.
         solver: a fixed-grid solver or its registry name.
         steps: number of grid intervals of the fitted grid.
-        key: PRNG key for the training noise (standard normal, `samples` draws of `shape`).
+        key: PRNG key for the noise pool (standard normal, `samples` draws of `shape`) and
+            the mini-batches; a fit is a deterministic function of it.
         shape: the shape of one sample, without the batch axis.
-        samples: number of training noises.
-        iterations: Adam steps (full batch) per starting grid.
+        samples: size of the noise pool, training and validation together.
+        validation: the fraction of the pool held out for validation; 0 validates on the
+            training noise itself (selection by the full training loss).
+        batch_size: training noises per Adam step (the whole training noise if fewer); the
+            references and validation solves run in batches of this size too, so memory
+            is bounded by it, not by `samples`.
+        iterations: Adam steps per starting grid.
         learning_rate: the initial Adam step size on the logits, lowered along a cosine to
             1% of it over the iterations.
+        loss: "squared" (mean squared distance to the reference) or "rms" (mean per-sample
+            RMS distance, less dominated by the samples that flip mode).
+        validate_every: Adam steps between validations (the last iterate is validated too).
+        patience: stop a run after this many validations without a new lowest validation
+            loss of that run (None: run every iteration).
         t_start, t_end: fixed end points (default: the schedule's t_max and t_min).
         denoise_to_zero: fit the solver as it will run, with (True) or without the final
             denoising step; pass the same value to `sample`.
         init: the starting grid: a grid kind ("logsnr", "karras", ...) or an array, or a
-            tuple of them: each is fitted in turn and the grid with the lowest training loss
-            over all of them is returned (restarts against local minima). Default: the
-            schedule's default grid ("logsnr", or "uniform" for rectified flow).
+            tuple of them, each fitted in turn (restarts against local minima). Default:
+            the schedule's default grid ("logsnr", or "uniform" for rectified flow).
         spacing: the variable whose range the learned fractions divide: "lambda"
             (log(alpha / sigma); the natural scale of diffusion samplers) or "time" (t
             itself). Default: "lambda", or "time" where lambda is infinite at an end point,
             as on rectified flow with t_start = 1 or t_end = 0.
-        reference: the high-accuracy solution from the training noise, if already known
-            (`samples` x `shape`); otherwise computed with `reference_solver` on
+        reference: the high-accuracy solution from the pool's noise, if already known
+            (`samples` x `shape`); otherwise computed once with `reference_solver` on
             `reference_steps` steps of the schedule's default grid.
         reference_solver: default "dpm++3m-taylor" for diffusion schedules (lambda
             spacing), "rk4" otherwise.
@@ -170,7 +274,7 @@ def tune_grid(
     Returns:
         (times, TuneInfo): the fitted decreasing grid of steps + 1 times, which
         `sample(..., grid=times, denoise_to_zero=denoise_to_zero)` accepts, and the fit's
-        record. The grid is the one with the lowest training loss seen.
+        record, with the training and validation RMS of the returned grid (`info.gap`).
     """
     solver = as_solver(solver, "tune_grid")
     check_model(model, "tune_grid")
@@ -183,64 +287,117 @@ def tune_grid(
         raise ValueError(f"tune_grid fits the grid of a deterministic solver (the loss compares fixed "
                          f"trajectories); {solver!r} is stochastic")
     steps = check_steps(steps, solver)
-    check_count("samples", samples)
+    samples = check_count("samples", samples, minimum=2)
+    check_real("validation", validation)
+    if not 0 <= validation < 1:
+        raise ValueError(f"validation must be a fraction of the pool in [0, 1), got {validation!r}")
+    validation_samples = round(validation * samples)
+    if validation > 0 and not 0 < validation_samples < samples:
+        raise ValueError(f"validation={validation} of samples={samples} leaves no training or no validation noise")
+    batch_size = check_count("batch_size", batch_size)
     check_count("iterations", iterations)
     check_positive("learning_rate", learning_rate)
+    check_choice("loss", loss, LOSSES)
+    check_count("validate_every", validate_every)
+    if patience is not None:
+        check_count("patience", patience)
     check_flag("denoise_to_zero", denoise_to_zero)
     schedule = model.schedule
     dtype = jnp.result_type(float)
     t_start, t_end = end_points(schedule, t_start, t_end)
     spacing = _spacing(schedule, spacing, t_start, t_end)
     inits = _as_inits(schedule.default_grid if init is None else init)
-    noise = jax.random.normal(key, (samples, *shape), dtype)
+    noise_key, batch_key = jax.random.split(key)
+    noise = jax.random.normal(noise_key, (samples, *shape), dtype)
+    check_model(model, "tune_grid", noise, "the noise pool (samples)")
+    pool = {"noise": noise, "conditions": _per_sample_conditions(model)}
     if reference is None:
         reference_solver = as_solver(reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
                                      "tune_grid")
         check_steps(reference_steps, reference_solver, "reference_steps")
-        reference, _ = sample(model, reference_solver, noise, steps=reference_steps, t_start=t_start, t_end=t_end,
-                              denoise_to_zero=denoise_to_zero)
-    reference = jnp.asarray(reference, dtype)
-    if reference.shape != noise.shape:
-        raise ValueError(f"reference must have shape {noise.shape}, got {reference.shape}")
 
-    def loss(logits, noise, reference):
+        def solve(batch):
+            return sample(_conditioned(model, batch["conditions"]), reference_solver, batch["noise"],
+                          steps=reference_steps, t_start=t_start, t_end=t_end, denoise_to_zero=denoise_to_zero)[0]
+
+        reference = jax.jit(lambda pool: _map_in_batches(solve, batch_size, pool))(pool)
+    pool["reference"] = jnp.asarray(reference, dtype)
+    if pool["reference"].shape != noise.shape:
+        raise ValueError(f"reference must have shape {noise.shape}, got {pool['reference'].shape}")
+    training = jax.tree.map(lambda rows: rows[validation_samples:], pool)
+    held_out = jax.tree.map(lambda rows: rows[:validation_samples], pool) if validation_samples else training
+
+    def squared_errors(logits, batch):
         times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
-        x, _ = sample(model, solver, noise, grid=times, denoise_to_zero=denoise_to_zero)
-        return jnp.mean((x - reference) ** 2)
+        x, _ = sample(_conditioned(model, batch["conditions"]), solver, batch["noise"], grid=times,
+                      denoise_to_zero=denoise_to_zero)
+        return _per_sample_squared_errors(x, batch["reference"])
+
+    @jax.jit
+    def evaluate(logits, rows):
+        """Per-sample squared errors of the grid, in batches."""
+        return _map_in_batches(lambda batch: squared_errors(logits, batch), batch_size, rows)
 
     rate = optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.01)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rate))
+    training_count = samples - validation_samples if validation_samples else samples
 
     @jax.jit
-    def update(logits, state, noise, reference):
-        value, gradient = jax.value_and_grad(loss)(logits, noise, reference)
+    def update(logits, state, step_key, rows):
+        if batch_size < training_count:
+            chosen = jax.random.choice(step_key, training_count, (batch_size,), replace=False)
+            rows = jax.tree.map(lambda rows: rows[chosen], rows)
+        objective = lambda logits: _loss_from_squared_errors(loss, squared_errors(logits, rows))  # noqa: E731
+        value, gradient = jax.value_and_grad(objective)(logits)
         updates, state = optimizer.update(gradient, state, logits)
         return optax.apply_updates(logits, updates), state, value
 
+    def validate(logits):
+        return _loss_from_squared_errors(loss, evaluate(logits, held_out))
+
     starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
-    losses, best_logits, best_loss = _fit(update, optimizer.init, starts, iterations, noise, reference)
-    times = grid_from_logits(schedule, best_logits, t_start, t_end, spacing)
-    return times, TuneInfo(initial_loss=losses[0], losses=losses, best_loss=best_loss, logits=best_logits)
+    fit = _fit(update, optimizer.init, validate, starts, iterations, validate_every, patience, batch_key, training)
+    logits = fit.pop("logits")
+    times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
+    rms = lambda part: jnp.sqrt(jnp.mean(evaluate(logits, part)))  # noqa: E731
+    return times, TuneInfo(**fit, training_rms=rms(training), validation_rms=rms(held_out), logits=logits)
 
 
-def _fit(update, initial_state, starts, iterations, noise, reference):
-    """Run the optimizer from each starting logits; returns the losses of the run that found
-    the lowest training loss, the logits that had it, and that loss."""
-    runs, best_run, best_logits, best_loss = [], None, None, jnp.inf
-    for logits in starts:
+def _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training):
+    """Run the optimizer from each starting logits, validating every `validate_every` steps;
+    returns the record of the run that reached the lowest validation loss and the logits
+    that had it. A run stops early after `patience` validations without improving on its
+    own best, or when its training loss stops being finite."""
+    best = None
+    for start, logits in enumerate(starts):
         state = initial_state(logits)
-        losses = []
-        for _ in range(iterations + 1):
-            # value is the loss of `logits`, before this update; the last update is not applied.
-            new_logits, state, value = update(logits, state, noise, reference)
-            if bool(value < best_loss):
-                best_run, best_logits, best_loss = len(runs), logits, value
+        losses, validation_losses, validation_iterations = [], [], []
+        run_best, waited = np.inf, 0
+        for iteration in range(iterations + 1):
+            if iteration % validate_every == 0 or iteration == iterations:
+                value = float(validate(logits))
+                validation_losses.append(value)
+                validation_iterations.append(iteration)
+                run_best, waited = (value, 0) if value < run_best else (run_best, waited + 1)
+                if value < (best["validation_loss"] if best else np.inf):
+                    best = {"validation_loss": value, "start": start, "iteration": iteration, "logits": logits}
+                if patience is not None and waited >= patience:
+                    break
+            if iteration == iterations:
+                break
+            step_key = jax.random.fold_in(batch_key, start * iterations + iteration)
+            logits, state, value = update(logits, state, step_key, training)
             losses.append(value)
-            logits = new_logits
-        runs.append(jnp.stack(losses))
-    if best_logits is None or not bool(jnp.isfinite(best_loss)):
-        raise FloatingPointError("tune_grid: the training loss is not finite; lower learning_rate")
-    return runs[best_run], best_logits, best_loss
+            if not bool(jnp.isfinite(value)):
+                break
+        if best is not None and best["start"] == start:
+            best.update(losses=jnp.stack(losses) if losses else jnp.zeros((0,)),
+                        validation_losses=jnp.asarray(validation_losses),
+                        validation_iterations=jnp.asarray(validation_iterations))
+    if best is None:
+        raise FloatingPointError("tune_grid: the validation loss is not finite; lower learning_rate")
+    best["validation_loss"] = jnp.asarray(best["validation_loss"])
+    return best
 
 
 def _grid_problem(times: np.ndarray) -> str | None:
