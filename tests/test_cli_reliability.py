@@ -104,7 +104,7 @@ def test_two_runs_started_together_cannot_both_claim_a_folder(tmp_path):
     def run(config):
         start.wait()
         try:
-            with outdir.claimed(config):
+            with outdir.claimed(config, 0, 1, "0" * 64):
                 results.append("claimed")
                 assert hold.wait(30)
         except UsageError as error:
@@ -144,6 +144,12 @@ def test_a_failing_run_removes_only_the_folder_it_made(capsys, monkeypatch, tmp_
     assert code == 1 and err == "samplax-sample: error: the library refuses this"
     assert not (tmp_path / "new").exists()  # made by the run, no image in it: removed
 
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "keep.txt").write_text("mine")
+    _sample_failing_at(monkeypatch, 1)
+    code, err = _main(capsys, [*argv, "--outdir", str(tmp_path / "a" / "b" / "c" / "out")])
+    assert code == 1 and sorted(p.name for p in (tmp_path / "a").iterdir()) == ["keep.txt"]  # b and c removed too
+
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
@@ -159,6 +165,23 @@ def test_a_failing_run_removes_only_the_folder_it_made(capsys, monkeypatch, tmp_
     assert cli.main([*argv, "--outdir", str(tmp_path / "half"), "--resume"]) == 0
     assert sorted(_files(tmp_path / "half")) == [f"{s:06d}.png" for s in range(4)] + ["grid.png", "progress.json",
                                                                                         "run.json"]
+
+
+def test_resume_refuses_a_model_path_whose_weights_changed(capsys, monkeypatch, tmp_path):
+    """The manifest keeps the SHA-256 of the model's parameters: a checkpoint replaced under
+    the same --model path is named, and the interrupted run's images stay as they were."""
+    model = save_tiny(tmp_path / "model.msgpack", "diffusion", seed=1)
+    argv = ["--model", model, "--seeds", "0-3", "--batch-size", "2", *FAST, "--outdir", str(tmp_path / "out")]
+    _sample_failing_at(monkeypatch, 2)
+    assert _main(capsys, argv)[0] == 1
+    monkeypatch.undo()
+    before = _files(tmp_path / "out")
+    save_tiny(tmp_path / "model.msgpack", "diffusion", seed=2)  # other weights, same path and config
+    code, err = _main(capsys, [*argv, "--resume"])
+    assert code == 2 and "the weights of --model" in err and len(err.splitlines()) == 1, err
+    assert _files(tmp_path / "out") == before
+    save_tiny(tmp_path / "model.msgpack", "diffusion", seed=1)  # the original weights again
+    assert cli.main([*argv, "--resume"]) == 0
 
 
 def test_a_solver_the_library_refuses_is_one_line_and_leaves_no_folder(capsys, tmp_path):

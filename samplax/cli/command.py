@@ -49,7 +49,7 @@ def _run(config: RunConfig) -> tuple[RunConfig, str | None]:
     model = Model.load(config.model)
     config, solver = with_model(config, model)
     rank, processes = jax.process_index(), jax.process_count()
-    with outdir.claimed(config, rank, processes) as folder:
+    with outdir.claimed(config, rank, processes, model.weights_sha256) as folder:
         outcome = RUNNERS[config.mode](config, model, solver, folder)
         if outcome is None:
             return config, None

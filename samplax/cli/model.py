@@ -12,7 +12,7 @@ import numpy as np
 
 from samplax import schedules
 from samplax.cli.options import UsageError
-from samplax.models import pretrained
+from samplax.models import checkpoints, pretrained
 from samplax.samplers.denoiser import Denoiser
 
 __all__ = ["Model"]
@@ -49,6 +49,11 @@ class Model:
         if "schedule" not in config:
             raise UsageError(f"--model {name!r} is not a generative model (no schedule in its config)")
         return cls(name, module, config, schedules.get(config["schedule"]))
+
+    @property
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the network's parameters: --resume refuses other weights under the same --model."""
+        return checkpoints.parameters_sha256(self.module)
 
     @property
     def conditional(self) -> bool:

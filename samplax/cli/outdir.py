@@ -77,9 +77,9 @@ class Folder:
         begun: whether the manifest of this run has been written.
     """
 
-    def __init__(self, path: pathlib.Path, config: RunConfig, owner: bool, done: tuple[int, ...]):
+    def __init__(self, path: pathlib.Path, config: RunConfig, owner: bool, done: tuple[int, ...], weights: str):
         self.path, self.done, self.images = path, done, 0
-        self._config, self._owner = config, owner  # only the owner (process 0) writes the manifest
+        self._config, self._owner, self._weights = config, owner, weights  # the owner (process 0) writes the manifest
         self._seeds_done = list(done)
         self.begun = False
 
@@ -108,6 +108,7 @@ class Folder:
             "complete": complete,
             "mode": self._config.mode,
             "arguments": _manifest_arguments(self._config),
+            "weights_sha256": self._weights,
             "versions": versions(),
             "seeds_done": format_seeds(self._seeds_done) if self._config.mode == "sample" else None,
         }
@@ -137,29 +138,36 @@ def _release(path: pathlib.Path, handle: int) -> None:
     os.close(handle)
 
 
-def _claim(path: pathlib.Path, config: RunConfig) -> tuple[bool, int]:
+def _claim(path: pathlib.Path, config: RunConfig) -> tuple[list[pathlib.Path], int]:
     """Make the folder (unless --force or --resume lets it exist) and lock it.
 
     Returns:
-        (whether this run made the folder, the lock's file descriptor). Raises `UsageError`
-        when the folder exists without --force or --resume, or another run holds it.
+        (the folders this run made, the output folder last and its missing parents before
+        it, empty if the output folder existed; the lock's file descriptor). Raises
+        `UsageError` when the folder exists without --force or --resume, or another run
+        holds it.
     """
+    parents = [parent for parent in reversed(path.absolute().parents) if not parent.exists()]
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir()
-        created = True
+        created = [*parents, path]
     except FileExistsError:
         if not (config.force or config.resume):
             raise UsageError(_exists(path)) from None
-        created = False
+        created = []
     return created, _lock(path)
 
 
-def _differences(stored: dict, config: RunConfig) -> list[str]:
-    """The options deciding the images, and the package versions, that differ from the manifest's."""
+def _differences(stored: dict, config: RunConfig, weights: str) -> list[str]:
+    """The options deciding the images, the model's weights and the package versions that
+    differ from the manifest's."""
     now, before = _manifest_arguments(config), stored.get("arguments", {})
     differing = [f"--{name.replace('_', '-')} ({before.get(name)!r}, now {now[name]!r})"
                  for name in IMAGE_OPTIONS if before.get(name) != now[name]]
+    if stored.get("weights_sha256") != weights:
+        differing.append(f"the weights of --model {config.model!r} (SHA-256 {str(stored.get('weights_sha256'))[:12]}, "
+                         f"now {weights[:12]})")
     if stored.get("mode") != config.mode:
         differing.append(f"the mode ({stored.get('mode')!r}, now {config.mode!r})")
     current = versions()
@@ -168,14 +176,14 @@ def _differences(stored: dict, config: RunConfig) -> list[str]:
     return differing
 
 
-def _done(path: pathlib.Path, config: RunConfig) -> tuple[int, ...]:
+def _done(path: pathlib.Path, config: RunConfig, weights: str) -> tuple[int, ...]:
     """--resume: the seeds the manifest lists as done, after checking that the options match."""
     try:
         stored = json.loads((path / MANIFEST).read_text())
         done = parse_seeds(stored["seeds_done"]) if stored["seeds_done"] else []
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UsageError(f"--resume: {str(path / MANIFEST)!r} is unreadable or corrupt ({error})") from None
-    differing = _differences(stored, config)
+    differing = _differences(stored, config, weights)
     if differing:
         raise UsageError(f"--resume: the run in {str(path)!r} differs in " + ", ".join(differing)
                          + "; resume with its options, or start afresh with --force")
@@ -196,16 +204,20 @@ def _agree(claimed_it: bool) -> bool:
     return bool(multihost_utils.broadcast_one_to_all(np.int32(claimed_it)))
 
 
-def _remove_if_unused(path: pathlib.Path) -> bool:
-    """Remove a folder this run made if it holds nothing but the manifest (no image);
-    never a file of anyone else. Returns whether it was removed."""
+def _remove_if_unused(created: list[pathlib.Path]) -> bool:
+    """Remove the output folder this run made (the last of `created`) if it holds nothing
+    but the manifest (no image), and then the parents the run made for it while they are
+    empty; never a file of anyone else. Returns whether the output folder was removed."""
+    path = created[-1]
     try:
         if not set(os.listdir(path)) <= {MANIFEST}:
             return False
         (path / MANIFEST).unlink(missing_ok=True)
         path.rmdir()
+        for parent in reversed(created[:-1]):
+            parent.rmdir()  # fails, and stops, at a parent someone else has put something in
     except OSError:  # gone or changed meanwhile: leave it, and keep the run's own error
-        return False
+        return not path.exists()
     return True
 
 
@@ -221,12 +233,14 @@ def _note(folder: Folder | None, config: RunConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def claimed(config: RunConfig, rank: int = 0, processes: int = 1) -> Iterator[Folder]:
+def claimed(config: RunConfig, rank: int, processes: int, weights: str) -> Iterator[Folder]:
     """Own the output folder for the duration of the run (see the module docs).
 
     Args:
         config: the final run configuration.
         rank, processes: this process and the process count (process 0 claims the folder).
+        weights: the SHA-256 of the model's parameters, kept in the manifest so that
+            --resume refuses a --model path whose weights changed.
 
     Yields:
         The `Folder`. On the way out the lock is released; when the run fails, a folder it
@@ -234,12 +248,12 @@ def claimed(config: RunConfig, rank: int = 0, processes: int = 1) -> Iterator[Fo
         left otherwise.
     """
     path = pathlib.Path(config.outdir)
-    created, handle, folder = False, None, None
+    created, handle, folder = [], None, None
     try:
         if rank == 0:
             try:
                 created, handle = _claim(path, config)
-                folder = Folder(path, config, True, _done(path, config) if config.resume else ())
+                folder = Folder(path, config, True, _done(path, config, weights) if config.resume else (), weights)
                 if config.resume:
                     _remove_leftovers(path)
                 if processes > 1:
@@ -251,13 +265,13 @@ def claimed(config: RunConfig, rank: int = 0, processes: int = 1) -> Iterator[Fo
         if processes > 1 and not _agree(True):
             raise RuntimeError("process 0 could not claim the output folder (its error says why)")
         if folder is None:
-            folder = Folder(path, config, False, _done(path, config) if config.resume else ())
+            folder = Folder(path, config, False, _done(path, config, weights) if config.resume else (), weights)
         yield folder
     except BaseException as error:
         if handle is not None:
             _release(path, handle)
             handle = None
-        note = None if created and _remove_if_unused(path) else _note(folder, config)
+        note = None if created and _remove_if_unused(created) else _note(folder, config)
         if note:
             error.add_note(note)
         raise

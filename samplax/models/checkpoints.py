@@ -79,6 +79,11 @@ def _checksum(arrays: dict) -> str:
     return digest.hexdigest()
 
 
+def parameters_sha256(module: nnx.Module) -> str:
+    """The SHA-256 of a network's parameters, as `save_model` stores it (`weights_sha256`)."""
+    return _checksum(_flatten(nnx.state(module, nnx.Param)))
+
+
 def _json_path(path: pathlib.Path) -> pathlib.Path:
     return path.with_suffix(".json")
 
