@@ -288,12 +288,7 @@ def tune_grid(
                          f"trajectories); {solver!r} is stochastic")
     steps = check_steps(steps, solver)
     samples = check_count("samples", samples, minimum=2)
-    check_real("validation", validation)
-    if not 0 <= validation < 1:
-        raise ValueError(f"validation must be a fraction of the pool in [0, 1), got {validation!r}")
-    validation_samples = round(validation * samples)
-    if validation > 0 and not 0 < validation_samples < samples:
-        raise ValueError(f"validation={validation} of samples={samples} leaves no training or no validation noise")
+    validation_samples = _validation_count(samples, validation)
     batch_size = check_count("batch_size", batch_size)
     check_count("iterations", iterations)
     check_positive("learning_rate", learning_rate)
@@ -315,12 +310,8 @@ def tune_grid(
         reference_solver = as_solver(reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
                                      "tune_grid")
         check_steps(reference_steps, reference_solver, "reference_steps")
-
-        def solve(batch):
-            return sample(_conditioned(model, batch["conditions"]), reference_solver, batch["noise"],
-                          steps=reference_steps, t_start=t_start, t_end=t_end, denoise_to_zero=denoise_to_zero)[0]
-
-        reference = jax.jit(lambda pool: _map_in_batches(solve, batch_size, pool))(pool)
+        reference = _references(model, pool, batch_size, reference_solver, steps=reference_steps, t_start=t_start,
+                                t_end=t_end, denoise_to_zero=denoise_to_zero)
     pool["reference"] = jnp.asarray(reference, dtype)
     if pool["reference"].shape != noise.shape:
         raise ValueError(f"reference must have shape {noise.shape}, got {pool['reference'].shape}")
@@ -328,19 +319,52 @@ def tune_grid(
     held_out = jax.tree.map(lambda rows: rows[:validation_samples], pool) if validation_samples else training
 
     def squared_errors(logits, batch):
+        """Per-sample squared errors of the grid of `logits` on a batch of the pool."""
         times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
         x, _ = sample(_conditioned(model, batch["conditions"]), solver, batch["noise"], grid=times,
                       denoise_to_zero=denoise_to_zero)
         return _per_sample_squared_errors(x, batch["reference"])
 
-    @jax.jit
-    def evaluate(logits, rows):
-        """Per-sample squared errors of the grid, in batches."""
-        return _map_in_batches(lambda batch: squared_errors(logits, batch), batch_size, rows)
+    update, evaluate, initial_state = _optimizer_steps(
+        squared_errors, loss, batch_size, samples - validation_samples if validation_samples else samples,
+        learning_rate, iterations)
+    starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
+    validate = lambda logits: _loss_from_squared_errors(loss, evaluate(logits, held_out))  # noqa: E731
+    fit = _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training)
+    logits = fit.pop("logits")
+    times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
+    rms = lambda part: jnp.sqrt(jnp.mean(evaluate(logits, part)))  # noqa: E731
+    return times, TuneInfo(**fit, training_rms=rms(training), validation_rms=rms(held_out), logits=logits)
 
+
+def _validation_count(samples: int, validation) -> int:
+    """How many noises of the pool `validation` (a fraction) holds out."""
+    check_real("validation", validation)
+    if not 0 <= validation < 1:
+        raise ValueError(f"validation must be a fraction of the pool in [0, 1), got {validation!r}")
+    count = round(validation * samples)
+    if validation > 0 and not 0 < count < samples:
+        raise ValueError(f"validation={validation} of samples={samples} leaves no training or no validation noise")
+    return count
+
+
+def _references(model, pool, batch_size, reference_solver, **options):
+    """The reference solves from the pool's noise (with each noise's condition rows), in
+    batches of `batch_size`."""
+
+    def solve(batch):
+        return sample(_conditioned(model, batch["conditions"]), reference_solver, batch["noise"], **options)[0]
+
+    return jax.jit(lambda pool: _map_in_batches(solve, batch_size, pool))(pool)
+
+
+def _optimizer_steps(squared_errors, loss, batch_size, training_count, learning_rate, iterations):
+    """(update, evaluate, initial_state): one Adam step of the logits on a mini-batch of
+    `batch_size` rows drawn without replacement from the training rows (all of them if
+    fewer), returning the mini-batch loss before the step; the per-sample squared errors
+    of a grid over any rows, in batches; the optimizer's initial state."""
     rate = optax.cosine_decay_schedule(learning_rate, iterations, alpha=0.01)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(rate))
-    training_count = samples - validation_samples if validation_samples else samples
 
     @jax.jit
     def update(logits, state, step_key, rows):
@@ -352,15 +376,11 @@ def tune_grid(
         updates, state = optimizer.update(gradient, state, logits)
         return optax.apply_updates(logits, updates), state, value
 
-    def validate(logits):
-        return _loss_from_squared_errors(loss, evaluate(logits, held_out))
+    @jax.jit
+    def evaluate(logits, rows):
+        return _map_in_batches(lambda batch: squared_errors(logits, batch), batch_size, rows)
 
-    starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
-    fit = _fit(update, optimizer.init, validate, starts, iterations, validate_every, patience, batch_key, training)
-    logits = fit.pop("logits")
-    times = grid_from_logits(schedule, logits, t_start, t_end, spacing)
-    rms = lambda part: jnp.sqrt(jnp.mean(evaluate(logits, part)))  # noqa: E731
-    return times, TuneInfo(**fit, training_rms=rms(training), validation_rms=rms(held_out), logits=logits)
+    return update, evaluate, optimizer.init
 
 
 def _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training):
