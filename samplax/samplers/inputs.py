@@ -6,6 +6,7 @@ and check the model and the arrays, so that one mistake gives one message everyw
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +124,12 @@ def check_flag(name: str, value) -> None:
     """A switch: True or False, not a string or a number standing for one."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def check_path(name: str, path) -> None:
+    """A file path: a str or os.PathLike (an integer would be taken as a file descriptor)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {path!r} ({type(path).__name__})")
 
 
 def check_key(name: str, key) -> None:

@@ -47,6 +47,7 @@ from samplax.samplers.inputs import (
     check_flag,
     check_key,
     check_model,
+    check_path,
     check_positive,
     check_real,
     check_sample_shape,
@@ -160,6 +161,9 @@ def _spacing(schedule, spacing, t_start, t_end):
         return "lambda" if finite and not schedule.is_flow else "time"
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS} or None, got {spacing!r}")
+    if spacing == "lambda" and not bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end]))))):
+        raise ValueError(f"spacing='lambda' needs a finite lambda = log(alpha / sigma) at t_start = {float(t_start):g} "
+                         f"and t_end = {float(t_end):g}; use spacing='time'")
     return spacing
 
 
@@ -186,6 +190,10 @@ def _initial_logits(schedule, init, steps, t_start, t_end, spacing):
         times = jnp.asarray(init, jnp.result_type(float))
         if times.shape != (steps + 1,):
             raise ValueError(f"init must be a grid kind or an array of steps + 1 = {steps + 1} times")
+        ends = np.asarray([t_start, t_end], np.float64)
+        if not np.allclose(np.asarray(times)[[0, -1]], ends, rtol=1e-5, atol=0):
+            raise ValueError(f"init must run from t_start = {ends[0]:g} to t_end = {ends[1]:g}, got "
+                             f"{float(times[0]):g} to {float(times[-1]):g}")
     increments = jnp.diff(schedule.lambda_(times) if spacing == "lambda" else -times)
     if not bool(jnp.all(increments > 0)):
         raise ValueError("init must be a strictly decreasing grid from t_start to t_end")
@@ -309,12 +317,18 @@ def tune_grid(
     if reference is None:
         reference_solver = as_solver(reference_solver or ("dpm++3m-taylor" if spacing == "lambda" else "rk4"),
                                      "tune_grid")
+        if not isinstance(reference_solver, FixedGridSolver) or reference_solver.stochastic:
+            raise ValueError(f"reference_solver must be a deterministic fixed-grid solver, got {reference_solver!r}")
         check_steps(reference_steps, reference_solver, "reference_steps")
         reference = _references(model, pool, batch_size, reference_solver, steps=reference_steps, t_start=t_start,
                                 t_end=t_end, denoise_to_zero=denoise_to_zero)
+    elif reference_solver is not None:
+        raise ValueError("give reference (a solve already made) or reference_solver (to make one), not both")
     pool["reference"] = jnp.asarray(reference, dtype)
     if pool["reference"].shape != noise.shape:
         raise ValueError(f"reference must have shape {noise.shape}, got {pool['reference'].shape}")
+    if not bool(jnp.all(jnp.isfinite(pool["reference"]))):
+        raise ValueError("the reference solves hold NaN or inf values; check the model, or the reference you passed")
     training = jax.tree.map(lambda rows: rows[validation_samples:], pool)
     held_out = jax.tree.map(lambda rows: rows[:validation_samples], pool) if validation_samples else training
 
@@ -435,18 +449,27 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     """Write a grid and JSON-serialisable metadata (solver, steps, denoise_to_zero, the
     checkpoint it was fitted for, ...) to a small JSON file, atomically. Refuses to
     replace an existing file unless overwrite=True."""
+    check_path("path", path)
+    check_flag("overwrite", overwrite)
+    if isinstance(times, tuple):
+        raise TypeError("times must be an array of times; tune_grid returns (times, info): pass its first element")
+    try:
+        metadata_text = json.dumps(metadata)
+    except TypeError as error:
+        raise TypeError(f"save_grid metadata must be JSON-serialisable ({error}); {path} was not written") from None
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     times = np.asarray(times, np.float64)
     problem = _grid_problem(times)
     if problem:
         raise ValueError(f"times {problem}; {path} was not written")
-    payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": metadata}
+    payload = {"format": GRID_FORMAT, "times": [float(t) for t in times], "metadata": json.loads(metadata_text)}
     write_atomic(path, json.dumps(payload, indent=1).encode())
 
 
 def load_grid(path: str):
     """Read a grid written by `save_grid`: returns (times as a float64 array, metadata)."""
+    check_path("path", path)
     try:
         with open(path, encoding="utf-8") as file:
             payload = json.load(file)
@@ -456,6 +479,8 @@ def load_grid(path: str):
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a samplax time grid (format {found!r})")
     try:
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in payload["times"]):
+            raise ValueError("its entries are not all numbers")
         times = np.asarray(payload["times"], np.float64)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path} has no readable 'times' ({type(error).__name__}: {error})") from None
