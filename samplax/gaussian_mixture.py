@@ -37,6 +37,14 @@ class GaussianMixture:
             raise ValueError(
                 f"means must be (K, D) with stds and weights (K,), got {means}, {stds}, {weights}"
             )
+        if means[0] < 1 or means[1] < 1:
+            raise ValueError(f"a mixture needs at least one component and one dimension, got means of shape {means}")
+        if not any(isinstance(value, jax.core.Tracer) for value in (self.stds, self.weights)):
+            stds, weights = np.asarray(self.stds), np.asarray(self.weights)
+            if not np.all(np.isfinite(stds) & (stds > 0)):
+                raise ValueError(f"stds must be positive and finite, got {stds[:8]}")
+            if not (np.all(weights >= 0) and abs(float(np.sum(weights)) - 1.0) < 1e-4):
+                raise ValueError(f"weights must be non-negative and sum to 1, got sum {float(np.sum(weights)):g}")
 
     @classmethod
     def random(
@@ -49,6 +57,8 @@ class GaussianMixture:
     ) -> GaussianMixture:
         """A reproducible random mixture: means with entries of size ~ mean_scale, stds
         uniform in std_range, weights from a Dirichlet(5) draw."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
         rng = np.random.default_rng(seed)
         means = rng.normal(size=(components, dimension)) * mean_scale / np.sqrt(dimension) * 2.0
         stds = rng.uniform(*std_range, size=components)

@@ -82,6 +82,8 @@ def denoiser(name_or_path, labels=None, guidance_scale: float = 1.0) -> Denoiser
             raise ValueError(f"{name_or_path!r} is not a generative model (its config has no {key!r})")
     null_label = config.get("null_label")
     declared = {"sample_shape": IMAGE_SHAPE, "classes": null_label}
+    if labels is None and guidance_scale != 1.0:
+        raise ValueError(f"guidance_scale={guidance_scale} guides towards labels; pass labels= (or guidance_scale=1)")
     if labels is None:  # a class-conditional network called without a label uses its null label
         return as_denoiser(module, schedules.get(config["schedule"]), config["prediction"], config["time_input"],
                            **declared)

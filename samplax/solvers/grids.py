@@ -40,7 +40,7 @@ def time_grid(
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a samplax schedule object, got {schedule!r}")
-    if not isinstance(steps, (int, np.integer)) or steps < 1:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if kind not in GRIDS:
         raise ValueError(f"unknown grid {kind!r}; choose one of {GRIDS} or pass an array of times")
@@ -50,6 +50,9 @@ def time_grid(
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     schedule.check_times(t_start, t_end)
+    if not any(isinstance(t, jax.core.Tracer) for t in (t_start, t_end)) and not float(t_start) > float(t_end):
+        raise ValueError(f"t_start={float(t_start):g} must be greater than t_end={float(t_end):g} (grids run from "
+                         "noise to data)")
     dtype = jnp.result_type(float)
     t_start, t_end = jnp.asarray(t_start, dtype), jnp.asarray(t_end, dtype)
     fraction = jnp.linspace(0.0, 1.0, steps + 1, dtype=dtype)
