@@ -93,10 +93,6 @@ class Denoiser:
         if not isinstance(self.condition, dict) or not isinstance(self.unconditional, (dict, type(None))):
             raise TypeError(f"condition and unconditional must be dicts of network keyword arguments ({{}} for none), "
                             f"got {type(self.condition).__name__} and {type(self.unconditional).__name__}")
-        if (self.unconditional is None and isinstance(self.guidance_scale, (int, float))
-                and self.guidance_scale != 1.0):
-            raise ValueError(f"guidance_scale={self.guidance_scale} needs unconditional= (the condition meaning 'no "
-                             "condition'); see classifier_free_guidance")
         if self.threshold_ratio is not None and isinstance(self.threshold_ratio, str):
             raise TypeError(f"threshold_ratio must be a number in (0, 1), got {self.threshold_ratio!r}")
         if self.threshold_ratio is not None and not 0.0 < self.threshold_ratio < 1.0:

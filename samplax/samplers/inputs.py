@@ -63,6 +63,9 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
     if not isinstance(model, Denoiser):
         raise TypeError(f"{workflow}(): model must be a samplax Denoiser, got {type(model).__name__}")
     check_real(f"{workflow}(): guidance_scale", model.guidance_scale, scalar=False)
+    if model.unconditional is None and isinstance(model.guidance_scale, (int, float)) and model.guidance_scale != 1:
+        raise ValueError(f"{workflow}(): guidance_scale={model.guidance_scale} needs unconditional= (the condition "
+                         "meaning 'no condition'); see classifier_free_guidance")
     if x is None:
         return
     check_sample_shape(model, jnp.shape(x)[1:], name)
