@@ -46,10 +46,12 @@ IMAGE_SHAPE = (8, 8, 1)
 FIT_SEED = 2024  # the quality samples use seeds 0.. of benchmarks/digits_quality.py
 
 
+POOL = inspect.signature(samplax.tune_grid).parameters["samples"].default  # tune_grid's default pool
+
+
 def fit(solver, steps, guidance):
     """tune_grid with its defaults on the guided class-conditional model; (times, info, seconds)."""
-    pool = inspect.signature(samplax.tune_grid).parameters["samples"].default
-    model = pretrained.denoiser(MODEL, labels=jnp.arange(pool) % 10, guidance_scale=guidance)
+    model = pretrained.denoiser(MODEL, labels=jnp.arange(POOL) % 10, guidance_scale=guidance)
     started = time.perf_counter()
     times, info = samplax.tune_grid(model, solver, steps, jax.random.PRNGKey(FIT_SEED), shape=IMAGE_SHAPE,
                                     denoise_to_zero=False)

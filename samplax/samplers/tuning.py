@@ -156,12 +156,12 @@ def _spacing(schedule, spacing, t_start, t_end):
     """The variable the grid's fractions divide, by default "time" for rectified flow (whose
     default grid is uniform in t, and whose lambda = log(alpha / sigma) is infinite at t = 1
     and t = 0) or wherever lambda is infinite at an end point, and "lambda" otherwise."""
+    finite = bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end])))))
     if spacing is None:
-        finite = bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end])))))
         return "lambda" if finite and not schedule.is_flow else "time"
     if spacing not in SPACINGS:
         raise ValueError(f"spacing must be one of {SPACINGS} or None, got {spacing!r}")
-    if spacing == "lambda" and not bool(jnp.all(jnp.isfinite(schedule.lambda_(jnp.stack([t_start, t_end]))))):
+    if spacing == "lambda" and not finite:
         raise ValueError(f"spacing='lambda' needs a finite lambda = log(alpha / sigma) at t_start = {float(t_start):g} "
                          f"and t_end = {float(t_end):g}; use spacing='time'")
     return spacing
