@@ -40,6 +40,21 @@ class GaussianMixture:
         if means[0] < 1 or means[1] < 1:
             raise ValueError(f"a mixture needs at least one component and one dimension, got means of shape {means}")
 
+    def check_parameters(self) -> None:
+        """Raise a ValueError unless the (concrete) parameters define a mixture: finite
+        means, positive stds, non-negative weights that sum to 1. Not in __post_init__,
+        which also builds gradient pytrees; the mixture's entry points call it."""
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in (self.means, self.stds, self.weights)):
+            return
+        means, stds, weights = (np.asarray(leaf, np.float64) for leaf in (self.means, self.stds, self.weights))
+        if not np.all(np.isfinite(means)):
+            raise ValueError("GaussianMixture.means must be finite")
+        if not np.all(np.isfinite(stds) & (stds > 0)):
+            raise ValueError(f"GaussianMixture.stds must be positive and finite, got {stds[:5].tolist()}")
+        if not (np.all(np.isfinite(weights) & (weights >= 0)) and abs(weights.sum() - 1.0) < 1e-5):
+            raise ValueError(f"GaussianMixture.weights must be non-negative and sum to 1, got sum {weights.sum():.6g}; "
+                             "normalise them (weights / weights.sum())")
+
     @classmethod
     def random(
         cls,
@@ -68,6 +83,7 @@ class GaussianMixture:
 
     def sample(self, key, count: int):
         """`count` draws of x_0."""
+        self.check_parameters()
         key_component, key_noise = jax.random.split(key)
         component = jax.random.choice(key_component, self.weights.shape[0], (count,), p=self.weights)
         noise = jax.random.normal(key_noise, (count, self.dimension), self.means.dtype)
@@ -112,6 +128,7 @@ class GaussianMixture:
 
     def denoiser(self, schedule: Schedule, prediction: str = "noise") -> Denoiser:
         """A `Denoiser` whose network is this mixture's exact `prediction` under `schedule`."""
+        self.check_parameters()
         mixture = self
 
         def network(x, t):
@@ -139,6 +156,7 @@ class GaussianMixture:
         solved by diffrax (Dopri8, float64, rtol = atol = tolerance). The equation is
         integrated in lambda where lambda is finite at both ends, else in t (rectified flow
         from t = 1 or to t = 0)."""
+        self.check_parameters()
         with jax.enable_x64(True):
             lambda_start = schedule.lambda_(jnp.float64(t_start))
             lambda_end = schedule.lambda_(jnp.float64(t_end))
@@ -151,6 +169,7 @@ class GaussianMixture:
         reaches sigma = 0 (rectified flow) that is the flow map to t_min; otherwise the flow
         is solved to lambda = 16 (sigma ~ 1e-7, far below every component's std) and
         finished with the exact denoiser, whose remaining error is of order sigma^2."""
+        self.check_parameters()
         with jax.enable_x64(True):
             if float(schedule.sigma(jnp.float64(schedule.t_min))) == 0.0:
                 return self.flow_map(x_start, schedule, t_start, schedule.t_min, tolerance)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_real
 from samplax.pytrees import static_field
 
 __all__ = [
@@ -88,7 +89,7 @@ class Schedule(abc.ABC):
         < t_max < highest (<= at both ends with `ends_included`)."""
         name = type(self).__name__
         for field in ("t_min", "t_max"):
-            _check_number(name, field, getattr(self, field))
+            check_real(f"{name}.{field}", getattr(self, field))
         below, above = (self.t_min >= lowest, self.t_max <= highest) if ends_included else (
             self.t_min > lowest, self.t_max < highest)
         if not (below and above and self.t_min < self.t_max):
@@ -102,6 +103,15 @@ class Schedule(abc.ABC):
                 f"t_max={self.t_max}{hint}"
             )
 
+    def check_parameters(self) -> None:
+        """Raise a ValueError naming the problem when an array parameter (a leaf of the
+        pytree, so not checkable at construction, where gradients rebuild the schedule)
+        cannot define a schedule; by default, every concrete leaf must be finite. The
+        workflows call it on the user's schedule."""
+        for leaf in jax.tree.leaves(self):
+            if not isinstance(leaf, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(leaf))):
+                raise ValueError(f"{type(self).__name__} has NaN or infinite parameters")
+
     def check_times(self, *times: float) -> None:
         """Raise a ValueError naming the range when a concrete time lies outside it."""
         for value in times:
@@ -113,14 +123,6 @@ class Schedule(abc.ABC):
                     f"time {value} is outside the range of {type(self).__name__}: "
                     f"[{self.t_min}, {self.t_max}]"
                 )
-
-
-def _check_number(schedule: str, field: str, value) -> None:
-    """A schedule parameter is a finite real number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{schedule}: {field} must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{schedule}: {field} must be finite, got {value!r}")
 
 
 class _VariancePreserving(Schedule):
@@ -174,6 +176,20 @@ class VPDiscrete(_VariancePreserving):
         """The schedule of Ho et al. (2020): betas linear from 1e-4 to 0.02 over 1000 steps."""
         return cls.from_betas(np.linspace(beta_start, beta_end, steps, dtype=np.float64))
 
+    def check_parameters(self) -> None:
+        """log_alphas must be a 1-D table of at least 2 finite, negative, strictly
+        decreasing values (log sqrt(alphas_cumprod) of a noising process)."""
+        super().check_parameters()
+        if isinstance(self.log_alphas, jax.core.Tracer):
+            return
+        table = np.asarray(self.log_alphas)
+        if table.ndim != 1 or table.size < 2 or not np.issubdtype(table.dtype, np.floating):
+            raise ValueError(f"VPDiscrete.log_alphas must be a 1-D float array of at least 2 values, got shape "
+                             f"{table.shape} ({table.dtype}); VPDiscrete.from_betas builds it from betas")
+        if not (np.all(table < 0) and np.all(np.diff(table) < 0)):
+            raise ValueError("VPDiscrete.log_alphas (log sqrt(alphas_cumprod)) must be negative and strictly "
+                             "decreasing; VPDiscrete.from_betas and from_alphas_cumprod build it")
+
     @property
     def num_steps(self) -> int:
         return self.log_alphas.shape[0]
@@ -216,7 +232,7 @@ class VPLinear(_VariancePreserving):
 
     def __post_init__(self):
         for field in ("beta_min", "beta_max"):
-            _check_number("VPLinear", field, getattr(self, field))
+            check_real(f"VPLinear.{field}", getattr(self, field))
         if not 0 <= self.beta_min < self.beta_max:
             raise ValueError(
                 f"VPLinear needs 0 <= beta_min < beta_max (the noise rate beta(t) rises linearly from beta_min), "
@@ -247,7 +263,7 @@ class VPCosine(_VariancePreserving):
     t_max: float = static_field(0.9946)
 
     def __post_init__(self):
-        _check_number("VPCosine", "offset", self.offset)
+        check_real("VPCosine.offset", self.offset)
         if self.offset < 0:
             raise ValueError(f"VPCosine: offset must be non-negative, got {self.offset}")
         self._check_range(0.0, 1.0)  # alpha(1) = 0
@@ -350,6 +366,6 @@ def names() -> list[str]:
 
 def get(name: str) -> Schedule:
     """A schedule with its default settings, by name (for command lines and configs)."""
-    if name not in _NAMED:
+    if not isinstance(name, str) or name not in _NAMED:
         raise ValueError(f"unknown schedule {name!r}; choose one of {names()}")
     return _NAMED[name]()

@@ -400,3 +400,98 @@ def test_log_likelihood_that_runs_out_of_steps_is_nan_under_jit():
     assert np.all(np.isnan(log_p)) and not np.any(info.reached)
     log_p, info = sx.log_likelihood(MODEL, NOISE)
     assert np.all(np.isfinite(log_p)) and np.all(info.reached)
+
+
+def _labelled(labels):
+    return dataclasses.replace(pretrained.denoiser("digits-flow", labels=jnp.array([1, 2])),
+                               condition={"label": labels})
+
+
+# A third trial (2026-12-06): cases that were unhelpful or silent, each
+# (label, call, exception, text the message must contain).
+THIRD_TRIAL_CASES = [
+    ("ancestral eta a string", lambda: sx.solvers.AncestralSampler(eta="0.5"), TypeError, "eta"),
+    ("Brownian tolerance a string", lambda: sx.BrownianNoise(tolerance="fine"), TypeError, "tolerance"),
+    ("SDE-DPM-Solver++ eta=inf", lambda: sx.solvers.SDEDPMSolver(eta=float("inf")), ValueError, "eta"),
+    ("adaptive safety=2", lambda: sx.solvers.AdaptiveDPMSolver(safety=2.0), ValueError, "safety"),
+    ("adaptive initial_step=0", lambda: sx.solvers.AdaptiveDPMSolver(initial_step=0.0), ValueError,
+     "initial_step"),
+    ("adaptive max_attempts=0", lambda: sx.solvers.AdaptiveDPMSolver(max_attempts=0), ValueError, "max_attempts"),
+    ("flow adaptive max_steps=0", lambda: sx.solvers.FlowAdaptive(max_steps=0), ValueError, "max_steps"),
+    ("lower_order_final a string", lambda: sx.solvers.DPMSolver(lower_order_final="no"), TypeError,
+     "lower_order_final"),
+    ("order a float", lambda: sx.solvers.DEIS(order=2.5), TypeError, "order"),
+    ("steps for an adaptive solver", lambda: sx.sample(MODEL, "dpm-solver-adaptive", NOISE, steps=10), ValueError,
+     "steps="),
+    ("VPDiscrete with one entry",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, sx.schedules.VPDiscrete(jnp.array([-0.1]))), "dpm++2m", NOISE,
+                       steps=3), ValueError, "log_alphas"),
+    ("VPDiscrete with positive log alphas",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, sx.schedules.VPDiscrete(jnp.array([0.1, 0.05, 0.01]))),
+                       "dpm++2m", NOISE, steps=3), ValueError, "log_alphas"),
+    ("schedule name in a list", lambda: sx.schedules.get(["vp-linear"]), ValueError, "schedule"),
+    ("network without a time argument", lambda: sx.sample(sx.Denoiser(lambda x: x, SCHEDULE), "dpm++2m", NOISE,
+                                                           steps=3), TypeError, "network(x, time)"),
+    ("network without the condition's keyword",
+     lambda: sx.sample(sx.Denoiser(lambda x, t: x, SCHEDULE, condition={"label": jnp.array([0, 1])}), "dpm++2m",
+                       NOISE, steps=3), TypeError, "label"),
+    ("network returning NaN", lambda: sx.sample(sx.Denoiser(lambda x, t: x * jnp.nan, SCHEDULE), "dpm++2m", NOISE,
+                                                 steps=3), FloatingPointError, "network is at fault"),
+    ("guidance scales of the wrong length",
+     lambda: sx.sample(sx.classifier_free_guidance(MODEL, {}, {}, jnp.ones(5)), "dpm++2m", NOISE, steps=3),
+     ValueError, "guidance_scale"),
+    ("misshapen x_hat",
+     lambda: sx.reversible_sample(FLOW, sx.ReversibleState(NOISE, jnp.ones((2, 4))), steps=3), ValueError,
+     "x_hat"),
+    ("labels in two dimensions",
+     lambda: sx.sample(_labelled(jnp.array([[1], [2]])), "euler", jnp.zeros((2, 8, 8, 1)), steps=2), ValueError,
+     "label"),
+    ("checkpoint config not JSON", lambda: checkpoints.save("/tmp/never-written.msgpack", {"w": jnp.ones(2)},
+                                                            {"network": object()}), TypeError, "config"),
+    ("checkpoint with a string leaf", lambda: checkpoints.save("/tmp/never-written.msgpack", {"w": "weights"}, {}),
+     TypeError, "['w']"),
+    ("bits_per_dim key=None", lambda: sx.bits_per_dim(MODEL, jnp.zeros((2, 3), jnp.int32), key=None), TypeError,
+     "key"),
+    ("bits_per_dim key=0", lambda: sx.bits_per_dim(MODEL, jnp.zeros((2, 3), jnp.int32), key=0), TypeError, "key"),
+    ("bits_per_dim divergence a string",
+     lambda: sx.bits_per_dim(MODEL, jnp.zeros((2, 3), jnp.int32), key=KEY, divergence="exact"), TypeError,
+     "divergence"),
+    ("optimize_noise with an adaptive solver",
+     lambda: sx.optimize_noise(MODEL, "dpm-solver-adaptive", NOISE, lambda s: -jnp.sum(s**2, 1)), ValueError,
+     "fixed-grid"),
+    ("optimize_noise integer reward",
+     lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, lambda s: jnp.sum(s, 1).astype(jnp.int32), steps=3,
+                               iterations=1), TypeError, "reward"),
+    ("fine_tune loss per sample",
+     lambda: sx.fine_tune(sx.Denoiser(jax.tree_util.Partial(lambda w, x, t: w * x, jnp.ones(())), SCHEDULE),
+                          "dpm++2m", lambda s: jnp.sum(s, 1), trainable=lambda path: True, shape=(3,), key=KEY,
+                          steps=3, iterations=1), ValueError, "scalar"),
+    ("Denoiser threshold_max=0", lambda: sx.Denoiser(MODEL.network, SCHEDULE, threshold_ratio=0.9, threshold_max=0.0),
+     ValueError, "threshold_max"),
+    ("mixture weights not summing to 1",
+     lambda: sx.GaussianMixture(jnp.zeros((2, 3)), jnp.ones(2), jnp.array([0.5, 0.6])).denoiser(SCHEDULE),
+     ValueError, "weights"),
+]
+
+
+@pytest.mark.parametrize("case", THIRD_TRIAL_CASES, ids=[case[0] for case in THIRD_TRIAL_CASES])
+def test_third_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)
+
+
+def test_unreadable_checkpoint_is_named_without_msgpack_internals(tmp_path):
+    path = tmp_path / "random.msgpack"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(checkpoints.CheckpointError) as raised:
+        checkpoints.load(path, {})
+    message = str(raised.value)
+    assert str(path) in message and "cannot be read" in message and "unpack" not in message
+
+
+def test_per_sample_guidance_scales_that_broadcast_are_accepted():
+    guided = sx.classifier_free_guidance(MODEL, {}, {}, jnp.array([[1.0], [2.0]]))
+    samples, _ = sx.sample(guided, "dpm++2m", NOISE, steps=3)
+    plain, _ = sx.sample(MODEL, "dpm++2m", NOISE[:1], steps=3)
+    # No condition: guidance changes nothing, whatever the scale.
+    np.testing.assert_allclose(samples[0], plain[0], rtol=1e-5)

@@ -38,7 +38,7 @@ class RunConfig:
     edit: tuple[str, ...] | None
     model: str
     solver: str | None
-    steps: int
+    steps: int | None  # None for adaptive solvers, which choose their own
     grid: str | None
     t_end: float | None
     eta: float | None
@@ -266,5 +266,5 @@ def with_model(config: RunConfig, model: Model):
     if solver.adaptive:
         if config.grid is not None:
             raise UsageError(f"--grid applies to fixed-grid solvers; --solver {name} chooses its own steps")
-        return dataclasses.replace(config, solver=name), solver
+        return dataclasses.replace(config, solver=name, steps=None), solver
     return dataclasses.replace(config, solver=name, grid=config.grid or model.schedule.default_grid), solver

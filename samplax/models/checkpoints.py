@@ -65,8 +65,16 @@ def write_atomic(path, data: bytes) -> None:
 
 
 def _flatten(tree) -> dict[str, np.ndarray]:
-    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+    """The tree's leaves as numeric arrays keyed by their paths; anything else (a string,
+    an object) is refused by path, since msgpack would store it as something else."""
+    arrays = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        array = np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)) else None
+        if array is None or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise TypeError(f"checkpoint leaf {jax.tree_util.keystr(path)} must be a numeric array or number, got "
+                            f"{type(leaf).__name__} {leaf!r:.60}")
+        arrays[jax.tree_util.keystr(path)] = array
+    return arrays
 
 
 def _checksum(arrays: dict) -> str:
@@ -93,7 +101,13 @@ def save(path, tree, config: dict) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".msgpack":
         raise ValueError(f"checkpoint path must end in .msgpack, got {str(path)!r}")
-    config_text = json.dumps(config, indent=2, sort_keys=True)
+    if not isinstance(config, dict):
+        raise TypeError(f"checkpoint config must be a dict, got {type(config).__name__}")
+    try:
+        config_text = json.dumps(config, indent=2, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"checkpoint config must hold JSON values only (str, number, bool, None, list, dict) and "
+                        f"finite numbers: {error}") from None
     arrays = _flatten(tree)
     checksum = _checksum(arrays)
     payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": arrays,
@@ -111,9 +125,11 @@ def _read(path) -> dict:
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as error:  # msgpack raises several unrelated types on bad input
-        reason = f"{type(error).__name__}: {error}"
-        raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint or is corrupt ({reason})") from None
+    except Exception:  # msgpack raises several unrelated types, with internal messages, on bad input
+        raise CheckpointError(
+            f"{str(path)!r} is not a samplax checkpoint or is corrupt: it cannot be read as msgpack "
+            f"({path.stat().st_size} bytes)"
+        ) from None
     if not isinstance(payload, dict) or payload.get("magic") != _MAGIC:
         raise CheckpointError(f"{str(path)!r} is not a samplax checkpoint (no samplax header)")
     if payload.get("format_version") != FORMAT_VERSION:

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_positive, check_real
 from samplax.predictions import PREDICTIONS, TIME_INPUTS, broadcast_to_batch, data_and_noise
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule, VPDiscrete
@@ -93,10 +94,11 @@ class Denoiser:
         if not isinstance(self.condition, dict) or not isinstance(self.unconditional, (dict, type(None))):
             raise TypeError(f"condition and unconditional must be dicts of network keyword arguments ({{}} for none), "
                             f"got {type(self.condition).__name__} and {type(self.unconditional).__name__}")
-        if self.threshold_ratio is not None and isinstance(self.threshold_ratio, str):
-            raise TypeError(f"threshold_ratio must be a number in (0, 1), got {self.threshold_ratio!r}")
-        if self.threshold_ratio is not None and not 0.0 < self.threshold_ratio < 1.0:
-            raise ValueError(f"threshold_ratio must lie in (0, 1), got {self.threshold_ratio}")
+        if self.threshold_ratio is not None:
+            check_real("threshold_ratio", self.threshold_ratio)
+            if not 0.0 < self.threshold_ratio < 1.0:
+                raise ValueError(f"threshold_ratio must lie in (0, 1), got {self.threshold_ratio}")
+        check_positive("threshold_max (the smallest clipping bound of thresholding)", self.threshold_max)
         if self.unconditional is not None and set(self.unconditional) != set(self.condition):
             raise ValueError(
                 "unconditional must have the same keys as condition: "

@@ -6,12 +6,13 @@ and check the model and the arrays, so that one mistake gives one message everyw
 from __future__ import annotations
 
 import dataclasses
-import os
+import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_real
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.noise import as_noise_source, sample_keys
 from samplax.schedules import Schedule
@@ -20,8 +21,8 @@ from samplax.solvers.grids import GRIDS, check_grid, time_grid
 from samplax.solvers.registry import get as get_solver
 
 __all__ = [
-    "Grid", "as_solver", "check_batch", "check_count", "check_flag", "check_key", "check_model", "check_positive",
-    "check_real", "check_sample_shape", "check_shape", "check_steps", "end_points", "noise_keys", "resolve_grid",
+    "Grid", "as_solver", "check_batch", "check_key", "check_model", "check_sample_shape", "check_shape", "check_steps",
+    "end_points", "noise_keys", "resolve_grid",
 ]
 
 
@@ -57,19 +58,31 @@ def as_solver(solver, workflow: str):
 
 
 def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
-    """A Denoiser with a finite guidance scale; with the batch `x` (called `name`), also
-    what the model declares about it: the sample shape, one condition row per sample, and
-    labels among its classes. Traced values are not checked."""
+    """A Denoiser with valid schedule parameters and a finite guidance scale; with the
+    batch `x` (called `name`), also a network callable with the model's condition and what
+    the model declares about the batch: the sample shape, one condition row per sample,
+    and labels among its classes. Traced values are not checked."""
     if not isinstance(model, Denoiser):
         raise TypeError(f"{workflow}(): model must be a samplax Denoiser, got {type(model).__name__}")
+    model.schedule.check_parameters()
     check_real(f"{workflow}(): guidance_scale", model.guidance_scale, scalar=False)
     if model.unconditional is None and isinstance(model.guidance_scale, (int, float)) and model.guidance_scale != 1:
         raise ValueError(f"{workflow}(): guidance_scale={model.guidance_scale} needs unconditional= (the condition "
                          "meaning 'no condition'); see classifier_free_guidance")
     if x is None:
         return
+    _check_network_signature(model, workflow)
     check_sample_shape(model, jnp.shape(x)[1:], name)
     batch = jnp.shape(x)[0]
+    scale_shape = jnp.shape(model.guidance_scale)
+    try:
+        if np.broadcast_shapes(scale_shape, jnp.shape(x)) != jnp.shape(x):
+            raise ValueError
+    except ValueError:
+        raise ValueError(
+            f"{workflow}(): guidance_scale of shape {scale_shape} does not broadcast against {name} of shape "
+            f"{jnp.shape(x)}; give one number, or per-sample scales shaped ({batch}, 1, ...)"
+        ) from None
     for part, condition in (("condition", model.condition), ("unconditional", model.unconditional or {})):
         for key, value in condition.items():
             if jnp.ndim(value) >= 1 and jnp.shape(value)[0] != batch:
@@ -82,6 +95,9 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
         labels = np.asarray(labels)
         if not np.issubdtype(labels.dtype, np.integer):
             raise TypeError(f"{workflow}(): condition['label'] must hold integer class labels, got {labels.dtype}")
+        if labels.ndim > 1:
+            raise ValueError(f"{workflow}(): condition['label'] must be one label or one per sample (shape "
+                             f"({batch},)), got shape {labels.shape}")
         outside = labels[(labels < 0) | (labels >= model.classes)]
         if outside.size:
             raise ValueError(
@@ -90,49 +106,21 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
             )
 
 
-def check_real(name: str, value, scalar: bool = True) -> None:
-    """A finite real number (Python, NumPy or a 0-d array; with `scalar` False, also an
-    array of them), not a string, a bool or None. Traced values are not checked."""
-    if isinstance(value, jax.core.Tracer):
+def _check_network_signature(model: Denoiser, workflow: str) -> None:
+    """The network can be called as network(x, time, **condition), where its signature
+    can be read (a network whose signature cannot is called as it is)."""
+    try:
+        signature = inspect.signature(model.network)
+    except (TypeError, ValueError):
         return
-    array = None if isinstance(value, (bool, str, bytes)) or value is None else np.asarray(value)
-    if array is None or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    if scalar and array.ndim:
-        raise ValueError(f"{name} must be a single number, got an array of shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-
-
-def check_positive(name: str, value, allow_zero: bool = False) -> None:
-    """A hyperparameter such as a learning rate: a positive (or, with `allow_zero`,
-    non-negative) finite number."""
-    check_real(name, value)
-    if isinstance(value, jax.core.Tracer):
-        return
-    if not (value > 0 or (allow_zero and value == 0)):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
-
-
-def check_count(name: str, value, minimum: int = 1) -> int:
-    """A count such as a number of iterations: an integer (not a bool) of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-    return int(value)
-
-
-def check_flag(name: str, value) -> None:
-    """A switch: True or False, not a string or a number standing for one."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
-
-
-def check_path(name: str, path) -> None:
-    """A file path: a str or os.PathLike (an integer would be taken as a file descriptor)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {path!r} ({type(path).__name__})")
+    try:
+        signature.bind(None, None, **model.condition)
+    except TypeError as error:
+        keys = "".join(f", {key}=..." for key in model.condition)
+        raise TypeError(
+            f"{workflow}(): the network must be callable as network(x, time{keys}), but {error} "
+            f"(its signature is {signature})"
+        ) from None
 
 
 def check_key(name: str, key) -> None:

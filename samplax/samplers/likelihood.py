@@ -25,9 +25,10 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_count, check_positive
 from samplax.divergence import ExactDivergence, Hutchinson
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import check_batch, check_count, check_model, check_positive, end_points
+from samplax.samplers.inputs import check_batch, check_key, check_model, end_points
 from samplax.samplers.noise import sample_keys
 
 __all__ = ["ExactDivergence", "Hutchinson", "LikelihoodInfo", "bits_per_dim", "log_likelihood"]
@@ -138,9 +139,7 @@ def log_likelihood(
     """
     check_batch(data, "data")
     check_model(model, "log_likelihood", data, "data")
-    divergence = ExactDivergence() if divergence is None else divergence
-    if not isinstance(divergence, (ExactDivergence, Hutchinson)):
-        raise TypeError(f"divergence must be ExactDivergence() or Hutchinson(...), got {type(divergence).__name__}")
+    divergence = _as_divergence(divergence)
     if divergence.needs_key and key is None:
         raise ValueError("the Hutchinson estimate draws probes: pass key=jax.random.key(seed)")
     if not divergence.needs_key and key is not None:
@@ -236,6 +235,15 @@ def _solve(model, data, keys, t_start, t_end, rtol, atol, divergence, solver, ma
     return prior_term + integral, info
 
 
+def _as_divergence(divergence):
+    """The divergence estimator, ExactDivergence() by default."""
+    divergence = ExactDivergence() if divergence is None else divergence
+    if not isinstance(divergence, (ExactDivergence, Hutchinson)):
+        raise TypeError(f"divergence must be ExactDivergence() or Hutchinson(...), got {divergence!r} "
+                        f"({type(divergence).__name__})")
+    return divergence
+
+
 def bits_per_dim(
     model: Denoiser, images, *, key, levels: int = 256, **options
 ) -> tuple[jax.Array, LikelihoodInfo]:
@@ -270,10 +278,11 @@ def bits_per_dim(
                          f"{int(jnp.max(images))}]")
     if images.ndim < 2:
         raise ValueError(f"images must have a leading batch axis, got shape {images.shape}")
+    check_key("bits_per_dim(): key (for the dequantisation noise)", key)
     dequantise_key, probe_key = jax.random.split(key)
     uniform = jax.random.uniform(dequantise_key, images.shape, jnp.result_type(float))
     x = 2.0 * (images + uniform) / levels - 1.0
-    divergence = options.get("divergence") or ExactDivergence()
+    divergence = _as_divergence(options.get("divergence"))
     log_p, info = log_likelihood(model, x, key=probe_key if divergence.needs_key else None, **options)
     dimension = math.prod(images.shape[1:])
     return -log_p / (dimension * math.log(2.0)) + math.log2(levels) - 1.0, info

@@ -23,6 +23,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_fields
 from samplax.schedules import Schedule
 
 __all__ = [
@@ -89,6 +90,7 @@ class BrownianNoise(NoiseSource):
     tolerance: float = 2.0**-22
 
     def __post_init__(self):
+        check_fields(self)
         if not 0 < self.tolerance < 1:
             raise ValueError(f"BrownianNoise tolerance is relative to the time range, in (0, 1); got {self.tolerance}")
 

@@ -19,16 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from samplax.checks import check_count, check_positive
 from samplax.samplers.denoiser import Denoiser
-from samplax.samplers.inputs import (
-    check_batch,
-    check_count,
-    check_key,
-    check_model,
-    check_positive,
-    check_sample_shape,
-    check_shape,
-)
+from samplax.samplers.inputs import as_solver, check_batch, check_key, check_model, check_sample_shape, check_shape
 from samplax.samplers.sampling import sample
 
 __all__ = ["FineTuneInfo", "NoiseOptimizationInfo", "fine_tune", "optimize_noise", "typicality_penalty"]
@@ -59,6 +52,26 @@ class NoiseOptimizationInfo:
 def _check_iterations(iterations, learning_rate) -> None:
     check_count("iterations", iterations)
     check_positive("learning_rate", learning_rate)
+
+
+def _differentiable_solver(solver, workflow: str):
+    """The solver object; an adaptive one is refused, since its step-size loop cannot be
+    differentiated in reverse mode."""
+    solver = as_solver(solver, workflow)
+    if solver.adaptive:
+        raise ValueError(f"{workflow}() differentiates through a fixed-grid solve; {solver!r} chooses its steps "
+                         "in a loop that reverse-mode differentiation cannot run through: pick a fixed-grid solver")
+    return solver
+
+
+def _check_value(name: str, value, shape: tuple[int, ...], meaning: str) -> None:
+    """A reward or loss returned by the user's function: floating point (integers have no
+    gradient) and of the expected shape (checked while tracing)."""
+    if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+        raise TypeError(f"{name} must return floating-point values (it is differentiated), got dtype "
+                        f"{jnp.result_type(value)}")
+    if jnp.shape(value) != shape:
+        raise ValueError(f"{name} must return {meaning}, shape {shape}, got shape {jnp.shape(value)}")
 
 
 def _check_callable(name: str, function) -> None:
@@ -104,6 +117,7 @@ def optimize_noise(
     Returns:
         (noise, NoiseOptimizationInfo).
     """
+    solver = _differentiable_solver(solver, "optimize_noise")
     check_batch(noise, "noise")
     check_model(model, "optimize_noise", noise, "noise")
     _check_callable("reward", reward)
@@ -114,8 +128,7 @@ def optimize_noise(
     def objective(noise):
         samples, _ = sample(model, solver, noise, **sample_options)
         rewards, penalties = reward(samples), typicality_penalty(noise)
-        if rewards.shape != (noise.shape[0],):
-            raise ValueError(f"reward must return one value per sample, shape ({noise.shape[0]},), got {rewards.shape}")
+        _check_value("reward", rewards, (noise.shape[0],), "one value per sample")
         return -jnp.mean(rewards) + typicality * jnp.mean(penalties), (jnp.mean(rewards), jnp.mean(penalties), samples)
 
     @jax.jit
@@ -181,6 +194,7 @@ def fine_tune(
     Returns:
         (the fine-tuned Denoiser, FineTuneInfo).
     """
+    solver = _differentiable_solver(solver, "fine_tune")
     check_model(model, "fine_tune")
     _check_callable("loss", loss)
     _check_callable("trainable", trainable)
@@ -199,7 +213,9 @@ def fine_tune(
     def objective(parameters, noise):
         tuned = dataclasses.replace(model, network=eqx.combine(parameters, frozen))
         samples, _ = sample(tuned, solver, noise, **sample_options)
-        return loss(samples)
+        value = loss(samples)
+        _check_value("loss", value, (), "a scalar")
+        return value
 
     @jax.jit
     def update(parameters, state, key):

@@ -15,10 +15,11 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_flag
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
-from samplax.samplers.inputs import Grid, check_batch, check_flag, check_model, resolve_grid
+from samplax.samplers.inputs import Grid, check_batch, check_model, resolve_grid
 from samplax.solvers.reversible import ReversibleHeun, ReversibleState
 
 __all__ = ["reversible_sample", "reversible_invert"]
@@ -33,6 +34,11 @@ def _as_state(noise) -> ReversibleState:
     state = noise if isinstance(noise, ReversibleState) else ReversibleState.start(noise)
     check_batch(state.x, "noise")
     check_batch(state.x_hat, "noise.x_hat")
+    if state.x_hat.shape != state.x.shape or state.x_hat.dtype != state.x.dtype:
+        raise ValueError(
+            f"noise.x_hat (shape {state.x_hat.shape}, {state.x_hat.dtype}) must match noise.x (shape "
+            f"{state.x.shape}, {state.x.dtype}): they are the two halves of one reversible Heun state"
+        )
     return state
 
 

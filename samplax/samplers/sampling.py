@@ -15,19 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_flag
 from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
 from samplax.samplers.info import Info
-from samplax.samplers.inputs import (
-    as_solver,
-    check_batch,
-    check_flag,
-    check_model,
-    end_points,
-    noise_keys,
-    resolve_grid,
-)
+from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
 from samplax.solvers.engine import run_plan
 from samplax.solvers.grids import check_finite_lambda, time_grid
 
@@ -67,7 +60,7 @@ def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise
     return result, trajectory, run_times, checks
 
 
-def _raise_on_checks(checks, solver, kind, name, what, model):
+def _raise_on_checks(checks, solver, kind, name, what, model, start):
     if isinstance(checks, jax.core.Tracer):
         return
     input_finite, grid_finite, coefficients_finite, output_finite = np.asarray(checks)
@@ -77,7 +70,7 @@ def _raise_on_checks(checks, solver, kind, name, what, model):
         check_finite_lambda(kind, np.inf, np.inf)
     _check_coefficients(coefficients_finite, solver)
     if not output_finite:
-        _check_output(jnp.asarray(np.nan), what, model)
+        _check_output(jnp.asarray(np.nan), what, model, start)
 
 
 def _check_coefficients(finite, solver):
@@ -122,12 +115,22 @@ def _non_finite_part(model) -> str | None:
     return None
 
 
-def _check_output(result, what, model):
+def _check_output(result, what, model, start=None):
+    """Raise a FloatingPointError naming the likely cause when `result` is not finite: NaN
+    in the model, a network that returns NaN at the first evaluation (`start`, the
+    (state, time) the solve began from), or else the solve itself."""
     if isinstance(result, jax.core.Tracer) or bool(jnp.all(jnp.isfinite(result))):
         return
     part = _non_finite_part(model)
     if part is not None:
         raise FloatingPointError(f"{what} produced NaN or inf values because {part} of the model contain NaN or inf")
+    if start is not None:
+        x, t = start
+        if not bool(jnp.all(jnp.isfinite(model.output(x, t)))):
+            raise FloatingPointError(
+                f"{what} produced NaN or inf values because the network returned NaN or inf at the first "
+                f"evaluation (t={float(t):g}, on finite input): the network is at fault, not the solver"
+            )
     raise FloatingPointError(
         f"{what} produced NaN or inf values; try more steps, a lower-order solver, "
         "lower_order_final=True, or a t_end further from 0"
@@ -158,7 +161,7 @@ def sample(
         solver: a solver object or a registry name (`samplax.solvers.names()`).
         noise: standard normal noise, batch first; the initial state is
             sigma(t_start) * noise.
-        steps: number of grid intervals (ignored by adaptive solvers).
+        steps: number of grid intervals (fixed-grid solvers; adaptive solvers refuse it).
         grid: a grid kind ("logsnr", "uniform", "quadratic", "karras", "shifted") or an
             explicit decreasing array of times from t_start to t_end. Default: the
             schedule's `default_grid` ("logsnr" for diffusion, "uniform" for flows).
@@ -199,8 +202,9 @@ def sample(
     if share_compilation and (solver.adaptive or solver.reversible or solver.stochastic):
         raise ValueError(f"share_compilation applies to deterministic solvers that run a plan, not to {solver}")
     if solver.adaptive:
-        if grid is not None or return_trajectory:
-            given = "grid=" if grid is not None else "return_trajectory=True"
+        given = [name for name, value in (("steps=", steps), ("grid=", grid)) if value is not None]
+        if given or return_trajectory:
+            given = given[0] if given else "return_trajectory=True"
             raise ValueError(f"{solver!r} chooses its own steps: {given} applies to fixed-grid solvers only")
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
@@ -213,7 +217,8 @@ def sample(
         model, solver, noise, request.times, request.t_start, request.t_end, request.kind, request.steps,
         denoise_to_zero, return_trajectory, False, keys, source, adjoint,
     )
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model)
+    start = (model.schedule.sigma(times[0]).astype(noise.dtype) * noise, times[0])
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, start)
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -230,7 +235,7 @@ def _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero):
     if denoise_to_zero:
         result = model.data(result, t_end.astype(noise.dtype))
         nfe = nfe + 1
-    _check_output(result, "sampling", model)
+    _check_output(result, "sampling", model, (x, t_start))
     return result, Info(nfe=nfe, times=None)
 
 
@@ -261,7 +266,7 @@ def _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajec
     input_finite, output_finite = np.asarray(flags)
     coefficients_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan))
     checks = [bool(input_finite), bool(jnp.all(jnp.isfinite(times))), coefficients_finite, bool(output_finite)]
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model)
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, (x, times[0]))
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -289,5 +294,5 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
         model, solver, data, request.times, request.t_start, request.t_end, request.kind, request.steps,
         False, return_trajectory, True, None, None, Backpropagation(),
     )
-    _raise_on_checks(checks, solver, request.kind, "data", "inversion", model)
+    _raise_on_checks(checks, solver, request.kind, "data", "inversion", model, (data, reversed_times[0]))
     return noise, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=reversed_times, trajectory=trajectory)

@@ -39,17 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from samplax.checks import check_choice, check_count, check_flag, check_path, check_positive, check_real
 from samplax.models.checkpoints import write_atomic
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import (
     as_solver,
-    check_count,
-    check_flag,
     check_key,
     check_model,
-    check_path,
-    check_positive,
-    check_real,
     check_sample_shape,
     check_shape,
     check_steps,
@@ -58,7 +54,6 @@ from samplax.samplers.inputs import (
 from samplax.samplers.sampling import sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
-from samplax.solvers.toolkit import check_choice
 
 __all__ = ["TuneInfo", "tune_grid", "grid_from_logits", "save_grid", "load_grid"]
 

@@ -23,11 +23,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan
-from samplax.solvers.toolkit import check_choice, gauss_legendre, lagrange_basis, multistep_plan, past_nodes
+from samplax.solvers.toolkit import gauss_legendre, lagrange_basis, multistep_plan, past_nodes
 
 __all__ = ["AdamsBashforth"]
 
@@ -50,6 +51,7 @@ class AdamsBashforth(FixedGridSolver):
     evaluations_per_step = 1
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("Adams-Bashforth order", self.order, (1, 2, 3, 4))
         check_choice("prediction", self.prediction, ("velocity",))
 

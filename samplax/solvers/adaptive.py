@@ -15,11 +15,11 @@ import math
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_choice, check_count, check_positive
 from samplax.pytrees import static_field
 from samplax.solvers.base import AdaptiveSolver
 from samplax.solvers.dpm_solver import singlestep_coefficients
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS
-from samplax.solvers.toolkit import check_choice
 
 __all__ = ["AdaptiveDPMSolver"]
 
@@ -60,10 +60,16 @@ class AdaptiveDPMSolver(AdaptiveSolver):
     max_attempts: int = static_field(1000)
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("adaptive DPM-Solver order", self.order, (2, 3))
         check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)
         if not (self.atol > 0 and self.rtol > 0):
             raise ValueError(f"atol and rtol must be positive, got {self.atol}, {self.rtol}")
+        check_positive("AdaptiveDPMSolver.initial_step", self.initial_step)
+        if not 0 < self.safety <= 1:
+            raise ValueError(f"AdaptiveDPMSolver.safety scales the optimal next step and must lie in (0, 1], "
+                             f"got {self.safety}")
+        check_count("AdaptiveDPMSolver.max_attempts", self.max_attempts)
 
     def check_end_points(self, schedule, t_start, t_end):
         """The steps are taken in lambda = log(alpha / sigma), which must be finite at both

@@ -15,13 +15,14 @@ import dataclasses
 
 import jax
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS
 from samplax.solvers.stochastic import posterior_step
-from samplax.solvers.toolkit import check_choice, multistep_plan
+from samplax.solvers.toolkit import multistep_plan
 
 __all__ = ["AncestralSampler"]
 
@@ -45,6 +46,7 @@ class AncestralSampler(FixedGridSolver):
     order = 1
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)
         if not 0.0 <= self.eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {self.eta}")

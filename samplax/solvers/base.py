@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import jax
 
+from samplax.checks import check_fields
 from samplax.schedules import Schedule
 from samplax.solvers.engine import Plan
 
@@ -40,6 +41,11 @@ class Solver(abc.ABC):
     multistep: ClassVar[bool] = False
     lower_order_final: ClassVar[bool] = False
     evaluations_per_step: ClassVar[int | None] = None
+
+    def __post_init__(self):
+        """Every hyperparameter against its declared type (a subclass's own checks of
+        ranges run after this, through super().__post_init__())."""
+        check_fields(self)
 
 
 class GridSolver(Solver):

@@ -33,20 +33,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan
 from samplax.solvers.exponential import exponential_multistep_plan, psi
-from samplax.solvers.toolkit import (
-    TABLEAUX,
-    OneStepMethod,
-    check_choice,
-    gauss_legendre,
-    lagrange_basis,
-    one_step_plan,
-    past_nodes,
-)
+from samplax.solvers.toolkit import TABLEAUX, OneStepMethod, gauss_legendre, lagrange_basis, one_step_plan, past_nodes
 
 __all__ = ["DEIS", "RhoRungeKutta", "IPNDM", "RHO_TABLEAUX"]
 
@@ -110,6 +103,7 @@ class DEIS(_NoiseMultistep):
     prediction: str = static_field("noise")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("DEIS order", self.order, (1, 2, 3, 4))
         check_choice("DEIS method", self.method, DEIS_METHODS)
         check_choice("prediction", self.prediction, ("noise",))
@@ -172,6 +166,7 @@ class RhoRungeKutta(FixedGridSolver):
     prediction: str = static_field("noise")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("tableau", self.tableau, RHO_TABLEAUX)
         check_choice("prediction", self.prediction, ("noise",))
 
@@ -236,6 +231,7 @@ class IPNDM(_NoiseMultistep):
     prediction: str = static_field("noise")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("iPNDM order", self.order, (1, 2, 3, 4))
         check_choice("prediction", self.prediction, ("noise",))
 

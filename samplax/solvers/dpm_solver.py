@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
-from samplax.solvers.toolkit import append_denoising_stage, check_choice, stage_times
+from samplax.solvers.toolkit import append_denoising_stage, stage_times
 
 __all__ = ["DPMSolver", "multistep_weights", "singlestep_coefficients", "singlestep_orders"]
 
@@ -93,6 +94,7 @@ class DPMSolver(FixedGridSolver):
     lower_order_final: bool = static_field(True)
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("DPM-Solver order", self.order, (1, 2, 3))
         check_choice("method", self.method, METHODS)
         check_choice("prediction", self.prediction, EXPONENTIAL_PREDICTIONS)

@@ -98,6 +98,7 @@ class EDMChurn(FixedGridSolver):
     evaluations_per_step = 2
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.churn >= 0:
             raise ValueError(f"churn must be >= 0, got {self.churn}")
         if not 0 <= self.churn_min <= self.churn_max:
@@ -141,6 +142,7 @@ class Restart(FixedGridSolver):
     evaluations_per_step = None
 
     def __post_init__(self):
+        super().__post_init__()
         for interval in self.restarts:
             low, high, steps, repeats = interval
             if not (0 < low < high and isinstance(steps, int) and steps >= 1 and isinstance(repeats, int)

@@ -28,18 +28,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice, check_count
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import AdaptiveSolver, FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
-from samplax.solvers.toolkit import (
-    TABLEAUX,
-    OneStepMethod,
-    append_denoising_stage,
-    check_choice,
-    one_step_plan,
-    stage_times,
-)
+from samplax.solvers.toolkit import TABLEAUX, OneStepMethod, append_denoising_stage, one_step_plan, stage_times
 
 __all__ = ["RungeKutta", "RFSolver", "FireFlow", "FlowAdaptive", "FLOW_TABLEAUX"]
 
@@ -50,6 +44,7 @@ class _VelocitySolver(FixedGridSolver):
     """Shared pieces of the one-step velocity solvers: `stages` evaluations per step."""
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("prediction", self.prediction, ("velocity",))
 
     @property
@@ -90,8 +85,8 @@ class RungeKutta(_VelocitySolver):
     prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        check_choice("method", self.method, FLOW_TABLEAUX)
         super().__post_init__()
+        check_choice("method", self.method, FLOW_TABLEAUX)
 
     @property
     def stages(self) -> int:
@@ -126,8 +121,8 @@ class RFSolver(_VelocitySolver):
     prediction: str = static_field("velocity")
 
     def __post_init__(self):
-        check_choice("RF-Solver order", self.order, (2, 3))
         super().__post_init__()
+        check_choice("RF-Solver order", self.order, (2, 3))
 
     @property
     def stages(self) -> int:
@@ -179,6 +174,7 @@ class FireFlow(FixedGridSolver):
     prediction: str = static_field("velocity")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("FireFlow order", self.order, (2, 3))
         check_choice("prediction", self.prediction, ("velocity",))
 
@@ -261,10 +257,12 @@ class FlowAdaptive(AdaptiveSolver):
     prediction: str = static_field("velocity")
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("method", self.method, tuple(ADAPTIVE_METHODS))
         check_choice("prediction", self.prediction, ("velocity",))
         if not (self.rtol > 0 and self.atol > 0):
             raise ValueError(f"rtol and atol must be positive, got rtol={self.rtol}, atol={self.atol}")
+        check_count("FlowAdaptive.max_steps", self.max_steps)
 
     def solve(self, predict, schedule, x, t_start, t_end):
         dtype = x.dtype

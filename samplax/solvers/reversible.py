@@ -21,9 +21,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.solvers.base import GridSolver
-from samplax.solvers.toolkit import check_choice
 
 __all__ = ["ReversibleState", "ReversibleHeun"]
 
@@ -60,6 +60,7 @@ class ReversibleHeun(GridSolver):
     reversible = True
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("prediction", self.prediction, ("velocity",))
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:

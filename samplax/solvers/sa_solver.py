@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
@@ -36,7 +37,6 @@ from samplax.solvers.exponential import psi
 from samplax.solvers.stochastic import sde_noise
 from samplax.solvers.toolkit import (
     append_denoising_stage,
-    check_choice,
     multistep_orders,
     multistep_plan,
     past_nodes,
@@ -97,6 +97,7 @@ class SASolver(FixedGridSolver):
     evaluations_per_step = 1
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("predictor_order", self.predictor_order, range(1, MAX_ORDER + 1))
         check_choice("corrector_order", self.corrector_order, range(0, MAX_ORDER + 1))
         if not self.tau >= 0:

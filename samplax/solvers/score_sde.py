@@ -16,12 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.stochastic import nonnegative_sqrt, posterior_step
-from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_plan, stage_times, step_intervals
+from samplax.solvers.toolkit import append_denoising_stage, multistep_plan, stage_times, step_intervals
 
 __all__ = ["EulerMaruyama", "PredictorCorrector"]
 
@@ -55,6 +56,7 @@ class EulerMaruyama(FixedGridSolver):
     order = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.diffusion >= 0:
             raise ValueError(f"diffusion must be >= 0, got {self.diffusion}")
 
@@ -106,6 +108,7 @@ class PredictorCorrector(FixedGridSolver):
     stochastic = True
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("predictor", self.predictor, PREDICTORS)
         check_choice("corrector", self.corrector, CORRECTORS)
         steps = self.corrector_steps

@@ -23,6 +23,7 @@ import dataclasses
 
 import jax
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
@@ -30,7 +31,7 @@ from samplax.solvers.dpm_solver import VARIANTS, multistep_weights
 from samplax.solvers.engine import Plan
 from samplax.solvers.exponential import linear_part
 from samplax.solvers.stochastic import sde_noise
-from samplax.solvers.toolkit import check_choice, multistep_plan
+from samplax.solvers.toolkit import multistep_plan
 
 __all__ = ["SDEDPMSolver"]
 
@@ -59,6 +60,7 @@ class SDEDPMSolver(FixedGridSolver):
     evaluations_per_step = 1
 
     def __post_init__(self):
+        super().__post_init__()
         check_choice("SDE-DPM-Solver++ order", self.order, (1, 2, 3))
         check_choice("variant", self.variant, VARIANTS)
         if not self.eta >= 0:

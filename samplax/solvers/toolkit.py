@@ -22,7 +22,6 @@ __all__ = [
     "TABLEAUX",
     "Tableau",
     "append_denoising_stage",
-    "check_choice",
     "gauss_legendre",
     "lagrange_basis",
     "multistep_orders",
@@ -69,12 +68,6 @@ TABLEAUX = {
         order=4,
     ),
 }
-
-
-def check_choice(name: str, value, accepted) -> None:
-    """Raise a ValueError naming the argument, its value and the accepted values."""
-    if value not in accepted:
-        raise ValueError(f"{name} must be one of {tuple(accepted)}, got {value!r}")
 
 
 def stage_times(evaluation_times: jax.Array, times: jax.Array, denoise_to_zero: bool) -> jax.Array:

@@ -28,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_choice
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.engine import Plan, PlanBuilder
 from samplax.solvers.exponential import EXPONENTIAL_PREDICTIONS, exponential_multistep_plan, linear_part, psi
-from samplax.solvers.toolkit import append_denoising_stage, check_choice, multistep_orders, vandermonde_weights
+from samplax.solvers.toolkit import append_denoising_stage, multistep_orders, vandermonde_weights
 
 __all__ = ["UniP", "UniC", "unipc"]
 
@@ -121,6 +122,7 @@ class UniP(FixedGridSolver):
     evaluations_per_step = 1
 
     def __post_init__(self):
+        super().__post_init__()
         _check_common(self.order, self.variant, self.prediction)
 
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
@@ -160,6 +162,7 @@ class UniC(FixedGridSolver):
     evaluations_per_step = 1
 
     def __post_init__(self):
+        super().__post_init__()
         predictor = self.predictor
         usable = isinstance(predictor, FixedGridSolver) and not isinstance(predictor, UniC) and predictor.multistep
         if not usable or predictor.stochastic or predictor.prediction not in EXPONENTIAL_PREDICTIONS:
