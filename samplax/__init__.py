@@ -3,6 +3,8 @@
 from samplax import samplers, schedules, solvers
 from samplax.gaussian_mixture import GaussianMixture
 from samplax.samplers import (
+    APG,
+    CFG,
     Backpropagation,
     BrownianNoise,
     Checkpointed,
@@ -10,6 +12,7 @@ from samplax.samplers import (
     ExactDivergence,
     ExponentialAdjoint,
     FineTuneInfo,
+    Guidance,
     Hutchinson,
     IndependentNoise,
     Info,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-__all__ = ["PREDICTIONS", "TIME_INPUTS", "broadcast_to_batch", "data_and_noise"]
+__all__ = ["PREDICTIONS", "TIME_INPUTS", "broadcast_to_batch", "data_and_noise", "output_from_data_and_noise"]
 
 PREDICTIONS = ("noise", "data", "v", "velocity", "score")
 TIME_INPUTS = ("continuous", "discrete", "sigma", "reversed")
@@ -43,4 +43,21 @@ def data_and_noise(prediction: str, x, out, alpha, sigma, d_alpha=None, d_sigma=
         d_alpha, d_sigma = broadcast_to_batch(d_alpha, x), broadcast_to_batch(d_sigma, x)
         determinant = alpha * d_sigma - sigma * d_alpha
         return (d_sigma * x - sigma * out) / determinant, (alpha * out - d_alpha * x) / determinant
+    raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+
+
+def output_from_data_and_noise(prediction: str, x, data, noise, alpha, sigma, d_alpha=None, d_sigma=None):
+    """The network output of type `prediction` that stands for the (data, noise) pair at
+    x: the inverse of `data_and_noise`."""
+    alpha, sigma = broadcast_to_batch(alpha, x), broadcast_to_batch(sigma, x)
+    if prediction == "noise":
+        return noise
+    if prediction == "data":
+        return data
+    if prediction == "score":
+        return -noise / sigma
+    if prediction == "v":
+        return alpha * noise - sigma * data
+    if prediction == "velocity":
+        return broadcast_to_batch(d_alpha, x) * data + broadcast_to_batch(d_sigma, x) * noise
     raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")

@@ -6,6 +6,7 @@ ODE."""
 from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.gradients import Backpropagation, Checkpointed, ExponentialAdjoint, ReversibleAdjoint
+from samplax.samplers.guidance import APG, CFG, Guidance
 from samplax.samplers.info import Info
 from samplax.samplers.likelihood import ExactDivergence, Hutchinson, LikelihoodInfo, bits_per_dim, log_likelihood
 from samplax.samplers.noise import BrownianNoise, IndependentNoise
@@ -21,13 +22,16 @@ from samplax.samplers.sampling import invert, sample
 from samplax.samplers.tuning import TuneInfo, load_grid, save_grid, tune_grid
 
 __all__ = [
+    "APG",
     "Backpropagation",
+    "CFG",
     "BrownianNoise",
     "Checkpointed",
     "Denoiser",
     "ExactDivergence",
     "ExponentialAdjoint",
     "FineTuneInfo",
+    "Guidance",
     "Hutchinson",
     "IndependentNoise",
     "Info",

@@ -18,8 +18,15 @@ import jax
 import jax.numpy as jnp
 
 from samplax.checks import check_positive, check_real
-from samplax.predictions import PREDICTIONS, TIME_INPUTS, broadcast_to_batch, data_and_noise
+from samplax.predictions import (
+    PREDICTIONS,
+    TIME_INPUTS,
+    broadcast_to_batch,
+    data_and_noise,
+    output_from_data_and_noise,
+)
 from samplax.pytrees import static_field
+from samplax.samplers.guidance import CFG, Guidance, guided_only_where_active
 from samplax.schedules import Schedule, VPDiscrete
 from samplax.solvers.engine import Predictor
 
@@ -45,6 +52,9 @@ class Denoiser:
         condition: keyword arguments for the network (class labels, text embeddings).
         unconditional: the condition that means "no condition", for guidance.
         guidance_scale: classifier-free guidance weight w: uncond + w (cond - uncond).
+        guidance: how guidance combines the two predictions: `CFG()` (the default; with
+            `rescale=`), `APG(...)`, either limited to an `interval` of noise levels
+            (`samplax.samplers.guidance`).
         threshold_ratio: if set, Imagen's dynamic thresholding (Saharia et al. 2022) of
             the data prediction at this quantile of |x0| (0.995 in the paper).
         threshold_max: the smallest clipping bound thresholding may use.
@@ -61,6 +71,7 @@ class Denoiser:
     condition: dict[str, Any] = dataclasses.field(default_factory=dict)
     unconditional: dict[str, Any] | None = None
     guidance_scale: Any = 1.0
+    guidance: Guidance = static_field(CFG())
     threshold_ratio: float | None = static_field(None)
     threshold_max: float = static_field(1.0)
     sample_shape: tuple[int, ...] | None = static_field(None)
@@ -94,6 +105,9 @@ class Denoiser:
         if not isinstance(self.condition, dict) or not isinstance(self.unconditional, (dict, type(None))):
             raise TypeError(f"condition and unconditional must be dicts of network keyword arguments ({{}} for none), "
                             f"got {type(self.condition).__name__} and {type(self.unconditional).__name__}")
+        if not isinstance(self.guidance, Guidance):
+            raise TypeError(f"guidance must be a guidance rule such as samplax.CFG(rescale=0.7) or samplax.APG(), "
+                            f"got {self.guidance!r}")
         if self.threshold_ratio is not None:
             check_real("threshold_ratio", self.threshold_ratio)
             if not 0.0 < self.threshold_ratio < 1.0:
@@ -135,9 +149,18 @@ class Denoiser:
         return self.prediction == "velocity" or kind == "velocity"
 
     def output(self, x, t):
-        """The network output at (x, t), with classifier-free guidance in one batched call.
-        A velocity in reversed time (dx/d(1 - t)) is negated into dx/dt."""
-        return self._output(x, self.time_features(t, derivatives=False))[0]
+        """The network output at (x, t), guided (in one batched call) when the Denoiser has
+        an unconditional condition. A velocity in reversed time (dx/d(1 - t)) is negated
+        into dx/dt."""
+        return self._output(x, self.time_features(t, derivatives=self._needs_derivatives("data")))[0]
+
+    def _call(self, x, network_t, condition, options, arguments, auxiliary, expected):
+        """(output, auxiliary or None) of one network call, the output signed into dx/dt."""
+        sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
+        result = self.network(x, network_t, **condition, **arguments, **options)
+        out, extra = result if auxiliary else (result, None)
+        _check_output_shape(out, expected)
+        return sign * out, extra
 
     def _output(self, x, features, options=None, arguments=None, auxiliary=False):
         """(guided network output, auxiliary output or None). `options` are fixed keyword
@@ -146,26 +169,45 @@ class Denoiser:
         auxiliary) and the auxiliary arrays of the conditional batch are kept."""
         batch = x.shape[0]
         network_t = jnp.broadcast_to(jnp.asarray(features["network_time"], x.dtype), (batch,))
-        sign = -1.0 if self.prediction == "velocity" and self.time_input == "reversed" else 1.0
         options, arguments = dict(options or {}), dict(arguments or {})
         if self.unconditional is None:
-            result = self.network(x, network_t, **self.condition, **arguments, **options)
-            out, extra = result if auxiliary else (result, None)
-            _check_output_shape(out, x.shape)
-            return sign * out, extra
-        both = {
-            key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
-            for key, value in self.condition.items()
-        }
-        doubled = jax.tree.map(lambda value: jnp.concatenate([value, value]), arguments)
-        result = self.network(
-            jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), **both, **doubled, **options
+            return self._call(x, network_t, self.condition, options, arguments, auxiliary, x.shape)
+
+        def both():
+            condition = {
+                key: jnp.concatenate([jnp.asarray(self.unconditional[key]), jnp.asarray(value)])
+                for key, value in self.condition.items()
+            }
+            doubled = jax.tree.map(lambda value: jnp.concatenate([value, value]), arguments)
+            out, extra = self._call(jnp.concatenate([x, x]), jnp.concatenate([network_t, network_t]), condition,
+                                    options, doubled, auxiliary, (2 * batch, *x.shape[1:]))
+            return out[batch:], out[:batch], jax.tree.map(lambda value: value[batch:], extra)
+
+        def conditional_only():
+            out, extra = self._call(x, network_t, self.condition, options, arguments, auxiliary, x.shape)
+            return out, out, extra
+
+        conditional, unconditional, extra = guided_only_where_active(
+            self.guidance, features["alpha"], features["sigma"], both, conditional_only
         )
-        out, extra = result if auxiliary else (result, None)
-        _check_output_shape(out, (2 * batch, *x.shape[1:]))
-        unconditional, conditional = out[:batch], out[batch:]
-        extra = jax.tree.map(lambda value: value[batch:], extra)
-        return sign * (unconditional + self.guidance_scale * (conditional - unconditional)), extra
+        return self._combine(x, features, conditional, unconditional), extra
+
+    def _combine(self, x, features, conditional, unconditional):
+        """The guided network output: the guidance rule applied to the outputs themselves,
+        or to the data or noise predictions they stand for (then converted back)."""
+        guidance, scale = self.guidance, self.guidance_scale
+        if guidance.affine or guidance.space == "output" or guidance.space == self.prediction:
+            return guidance.combine(conditional, unconditional, scale)
+        alpha, sigma = features["alpha"], features["sigma"]
+        pairs = [self._data_and_noise(x, features, out) for out in (conditional, unconditional)]
+        if guidance.space == "data":
+            data = guidance.combine(pairs[0][0], pairs[1][0], scale)
+            noise = (x - broadcast_to_batch(alpha, x) * data) / broadcast_to_batch(sigma, x)
+        else:
+            noise = guidance.combine(pairs[0][1], pairs[1][1], scale)
+            data = (x - broadcast_to_batch(sigma, x) * noise) / broadcast_to_batch(alpha, x)
+        return output_from_data_and_noise(self.prediction, x, data, noise, alpha, sigma, features.get("d_alpha"),
+                                          features.get("d_sigma"))
 
     # -- conversions -----------------------------------------------------------------------
 
@@ -247,9 +289,12 @@ def _check_output_shape(out, expected: tuple[int, ...]) -> None:
                          "array shaped like its input")
 
 
-def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale) -> Denoiser:
+def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: dict, scale,
+                             guidance: Guidance | None = None) -> Denoiser:
     """Classifier-free guidance (Ho & Salimans 2022): the guided model predicts
-    uncond + scale (cond - uncond), evaluated as one batched network call."""
+    uncond + scale (cond - uncond), evaluated as one batched network call, or combines the
+    two by another rule (`guidance`: `CFG(rescale=...)`, `APG(...)`, with an `interval`)."""
     return dataclasses.replace(
-        model, condition=dict(condition), unconditional=dict(unconditional), guidance_scale=scale
+        model, condition=dict(condition), unconditional=dict(unconditional), guidance_scale=scale,
+        guidance=model.guidance if guidance is None else guidance,
     )
