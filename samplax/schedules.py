@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_real
+from samplax.checks import check_positive, check_real
 from samplax.pytrees import static_field
 
 __all__ = [
@@ -189,6 +189,23 @@ class VPDiscrete(_VariancePreserving):
         if not (np.all(table < 0) and np.all(np.diff(table) < 0)):
             raise ValueError("VPDiscrete.log_alphas (log sqrt(alphas_cumprod)) must be negative and strictly "
                              "decreasing; VPDiscrete.from_betas and from_alphas_cumprod build it")
+
+    def rescaled_to_zero_terminal_snr(self, terminal_alpha_bar: float = 2.0**-24) -> VPDiscrete:
+        """This schedule with its last step at (almost) zero signal-to-noise ratio (Lin et
+        al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"): sqrt of
+        alphas_cumprod shifted and scaled so that the first value is kept and the last is
+        sqrt(terminal_alpha_bar) instead of 0. The floor keeps lambda finite at t_max, so
+        that exponential integrators can start there (exactly zero SNR makes lambda = -inf,
+        and a noise-predicting network cannot give x0 there); 2^-24 is the value
+        diffusers' Euler schedulers use. Networks are trained on it with v prediction."""
+        check_positive("terminal_alpha_bar", terminal_alpha_bar)
+        roots = np.exp(np.asarray(self.log_alphas, np.float64))
+        floor = math.sqrt(terminal_alpha_bar)
+        if not floor < roots[0]:
+            raise ValueError(f"terminal_alpha_bar={terminal_alpha_bar} must be below the first alphas_cumprod, "
+                             f"{roots[0] ** 2:.6g}")
+        rescaled = (roots - roots[-1]) * (roots[0] - floor) / (roots[0] - roots[-1]) + floor
+        return VPDiscrete(jnp.asarray(np.log(rescaled), self.log_alphas.dtype))
 
     @property
     def num_steps(self) -> int:

@@ -82,3 +82,51 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="outside the range"):
         schedules.VPLinear().check_times(1.5)
     assert set(schedules.names()) >= {"ddpm", "edm", "rectified-flow"}
+
+
+def _zero_snr_roots(betas):
+    """sqrt(alphas_cumprod) rescaled to exactly zero terminal SNR, Lin et al. (2024), Alg. 1."""
+    roots = np.sqrt(np.cumprod(1.0 - betas))
+    return (roots - roots[-1]) * roots[0] / (roots[0] - roots[-1])
+
+
+def test_zero_terminal_snr_rescale(x64):
+    betas = np.linspace(1e-4, 0.02, 1000)
+    schedule = schedules.VPDiscrete.from_betas(betas)
+    rescaled = schedule.rescaled_to_zero_terminal_snr()
+    rescaled.check_parameters()
+    roots = np.exp(np.asarray(rescaled.log_alphas))
+    exact = _zero_snr_roots(betas)
+    # The floor sqrt(2^-24) shifts the table by at most 2^-12 from the exact rescale.
+    np.testing.assert_allclose(roots, exact, rtol=0, atol=2.0**-12 * (1 + 1e-9))
+    assert roots[0] == pytest.approx(exact[0], rel=1e-12)
+    assert roots[-1] ** 2 == pytest.approx(2.0**-24, rel=1e-9)
+    assert np.all(np.diff(roots) < 0) and np.isfinite(float(rescaled.lambda_(1.0)))
+    with pytest.raises(ValueError, match="terminal_alpha_bar"):
+        schedule.rescaled_to_zero_terminal_snr(terminal_alpha_bar=0.0)
+
+
+def test_sampling_from_zero_terminal_snr_reaches_the_exact_flow(x64):
+    """From t_max of the rescaled schedule (SNR 6e-8), dpm++2m on the mixture's exact v
+    prediction converges to the exact probability-flow solution."""
+    import samplax as sx
+
+    schedule = schedules.VPDiscrete.ddpm_linear().rescaled_to_zero_terminal_snr()
+    mixture = sx.GaussianMixture.random(0, 3, 3)
+    noise = jax.random.normal(jax.random.key(0), (8, 3), jnp.float64)
+    exact = mixture.flow_to_data(schedule.sigma(1.0) * noise, schedule, 1.0)
+    errors = [float(jnp.sqrt(jnp.mean((sx.sample(mixture.denoiser(schedule, "v"), "dpm++2m", noise, steps=steps,
+                                                  denoise_to_zero=True)[0] - exact) ** 2))) for steps in (10, 40)]
+    assert errors[1] < 0.25 * errors[0] and errors[1] < 1e-2, errors
+
+
+def test_uniform_grid_from_t_max_is_trailing_spacing():
+    """diffusers' "trailing" timesteps for N steps of a T-step schedule,
+    round(T - i T / N) - 1, are the uniform grid from t_max to 1 / N in samplax time
+    t = (index + 1) / T; the last step to sigma = 0 is denoise_to_zero."""
+    from samplax.solvers import time_grid
+
+    schedule, steps = schedules.VPDiscrete.ddpm_linear(), 10
+    indices = np.round(1000 - np.arange(steps) * 1000 / steps) - 1
+    grid = time_grid(schedule, steps - 1, "uniform", t_start=1.0, t_end=1.0 / steps)
+    np.testing.assert_allclose(grid, (indices + 1) / 1000, rtol=1e-6)
