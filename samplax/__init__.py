@@ -32,6 +32,7 @@ from samplax.samplers import (
     reversible_sample,
     sample,
     save_grid,
+    sdedit,
     tune_grid,
     typicality_penalty,
 )

@@ -7,6 +7,7 @@ from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.gradients import Backpropagation, Checkpointed, ExponentialAdjoint, ReversibleAdjoint
 from samplax.samplers.guidance import APG, CFG, Guidance
+from samplax.samplers.img2img import sdedit
 from samplax.samplers.info import Info
 from samplax.samplers.likelihood import ExactDivergence, Hutchinson, LikelihoodInfo, bits_per_dim, log_likelihood
 from samplax.samplers.noise import BrownianNoise, IndependentNoise
@@ -51,6 +52,7 @@ __all__ = [
     "reversible_sample",
     "sample",
     "save_grid",
+    "sdedit",
     "tune_grid",
     "typicality_penalty",
 ]
