@@ -89,6 +89,25 @@ class GaussianMixture:
         noise = jax.random.normal(key_noise, (count, self.dimension), self.means.dtype)
         return self.means[component] + self.stds[component, None] * noise
 
+    def posterior(self, observed, known, noise_std: float = 0.0) -> GaussianMixture:
+        """The distribution of the unknown coordinates of x_0 given y = x_0[known] +
+        noise_std * noise, for one observation `observed` (the full vector; only its
+        `known` entries are read) and a boolean `known` mask (D,). Within a component the
+        coordinates are independent, so the posterior is a mixture of the same components
+        restricted to the unknown coordinates, with weights
+        w_k N(y; mu_k[known], (s_k^2 + noise_std^2) I) renormalised."""
+        self.check_parameters()
+        known = np.asarray(known, bool)
+        if known.shape != (self.dimension,) or known.all() or not known.any():
+            raise ValueError(f"known must be a boolean mask of shape ({self.dimension},) with both known and unknown "
+                             f"coordinates, got {known.tolist()}")
+        y = jnp.asarray(observed)[known]
+        variances = self.stds**2 + noise_std**2
+        squared = jnp.sum((y[None, :] - self.means[:, known]) ** 2, axis=1)
+        log_weights = jnp.log(self.weights) - 0.5 * squared / variances - 0.5 * known.sum() * jnp.log(variances)
+        weights = jax.nn.softmax(log_weights)
+        return GaussianMixture(self.means[:, ~known], self.stds, weights)
+
     def _components(self, x, alpha, sigma):
         """(log w_k + log N(x; alpha mu_k, v_k I) + D/2 log 2 pi (B, K), v_k (B or 1, K, 1),
         x - alpha mu_k (B, K, D), alpha and sigma shaped (B or 1, 1, 1)) at noise level

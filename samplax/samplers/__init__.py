@@ -3,12 +3,13 @@ noise sources of stochastic sampling, the gradient methods of sample() and what 
 enable (noise optimization, fine-tuning), and likelihoods through the probability-flow
 ODE."""
 
-from samplax.samplers.denoiser import Denoiser, classifier_free_guidance
+from samplax.samplers.denoiser import Denoiser, KnownRegion, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.gradients import Backpropagation, Checkpointed, ExponentialAdjoint, ReversibleAdjoint
 from samplax.samplers.guidance import APG, CFG, Guidance
 from samplax.samplers.img2img import sdedit
 from samplax.samplers.info import Info
+from samplax.samplers.inpainting import inpaint
 from samplax.samplers.likelihood import ExactDivergence, Hutchinson, LikelihoodInfo, bits_per_dim, log_likelihood
 from samplax.samplers.noise import BrownianNoise, IndependentNoise
 from samplax.samplers.optimization import (
@@ -36,6 +37,7 @@ __all__ = [
     "Hutchinson",
     "IndependentNoise",
     "Info",
+    "KnownRegion",
     "LikelihoodInfo",
     "NoiseOptimizationInfo",
     "ReversibleAdjoint",
@@ -44,6 +46,7 @@ __all__ = [
     "classifier_free_guidance",
     "edit",
     "fine_tune",
+    "inpaint",
     "invert",
     "load_grid",
     "log_likelihood",

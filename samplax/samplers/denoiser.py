@@ -30,7 +30,17 @@ from samplax.samplers.guidance import CFG, Guidance, guided_only_where_active
 from samplax.schedules import Schedule, VPDiscrete
 from samplax.solvers.engine import Predictor
 
-__all__ = ["Denoiser", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
+__all__ = ["Denoiser", "KnownRegion", "PREDICTIONS", "TIME_INPUTS", "classifier_free_guidance"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class KnownRegion:
+    """Part of the data that is known (inpainting): `image` (batch first) where `mask`
+    (broadcasting against it) is 1."""
+
+    image: jax.Array
+    mask: jax.Array
 
 
 @jax.tree_util.register_dataclass
@@ -62,6 +72,8 @@ class Denoiser:
             workflows then refuse noise and data of another shape.
         classes: the number of classes of a class-conditional network, if it declares
             one; the workflows then refuse `condition["label"]` outside 0..classes - 1.
+        known: a `KnownRegion` for inpainting: the data prediction is the known image
+            there, so that the solve keeps that region at its noised value (`inpaint`).
     """
 
     network: Callable[..., jax.Array]
@@ -76,6 +88,7 @@ class Denoiser:
     threshold_max: float = static_field(1.0)
     sample_shape: tuple[int, ...] | None = static_field(None)
     classes: int | None = static_field(None)
+    known: KnownRegion | None = None
 
     def __post_init__(self):
         if not callable(self.network):
@@ -235,12 +248,19 @@ class Denoiser:
 
     def _convert(self, kind, x, features, out):
         """The `kind` prediction from the network output `out` at x."""
-        if kind == "velocity" and self.prediction == "velocity" and self.threshold_ratio is None:
+        if kind == "velocity" and self.prediction == "velocity" and self.threshold_ratio is None and self.known is None:
             return out
         data, noise = self._data_and_noise(x, features, out)
+        alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
         if self.threshold_ratio is not None:
             data = self._threshold(data)
-            noise = (x - broadcast_to_batch(features["alpha"], x) * data) / broadcast_to_batch(features["sigma"], x)
+            noise = (x - alpha * data) / sigma
+        if self.known is not None:
+            mask = self.known.mask
+            data = mask * self.known.image + (1 - mask) * data
+            # At sigma = 0 (a flow's last stage) the state is the data: keep the network's noise.
+            consistent = (x - alpha * data) / jnp.where(sigma > 0, sigma, 1)
+            noise = jnp.where(sigma > 0, consistent, noise)
         if kind == "data":
             return data
         if kind == "noise":
