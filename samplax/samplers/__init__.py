@@ -6,7 +6,7 @@ ODE."""
 from samplax.samplers.denoiser import Denoiser, KnownRegion, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.gradients import Backpropagation, Checkpointed, ExponentialAdjoint, ReversibleAdjoint
-from samplax.samplers.guidance import APG, CFG, Guidance
+from samplax.samplers.guidance import APG, CFG, Guidance, PosteriorGuidance
 from samplax.samplers.img2img import sdedit
 from samplax.samplers.info import Info
 from samplax.samplers.inpainting import inpaint
@@ -19,6 +19,7 @@ from samplax.samplers.optimization import (
     optimize_noise,
     typicality_penalty,
 )
+from samplax.samplers.posterior import gaussian_observation, posterior_guidance
 from samplax.samplers.reversible import reversible_invert, reversible_sample
 from samplax.samplers.sampling import invert, sample
 from samplax.samplers.tuning import TuneInfo, load_grid, save_grid, tune_grid
@@ -40,17 +41,20 @@ __all__ = [
     "KnownRegion",
     "LikelihoodInfo",
     "NoiseOptimizationInfo",
+    "PosteriorGuidance",
     "ReversibleAdjoint",
     "TuneInfo",
     "bits_per_dim",
     "classifier_free_guidance",
     "edit",
     "fine_tune",
+    "gaussian_observation",
     "inpaint",
     "invert",
     "load_grid",
     "log_likelihood",
     "optimize_noise",
+    "posterior_guidance",
     "reversible_invert",
     "reversible_sample",
     "sample",

@@ -26,7 +26,7 @@ from samplax.predictions import (
     output_from_data_and_noise,
 )
 from samplax.pytrees import static_field
-from samplax.samplers.guidance import CFG, Guidance, guided_only_where_active
+from samplax.samplers.guidance import CFG, Guidance, PosteriorGuidance, guided_only_where_active
 from samplax.schedules import Schedule, VPDiscrete
 from samplax.solvers.engine import Predictor
 
@@ -74,6 +74,8 @@ class Denoiser:
             one; the workflows then refuse `condition["label"]` outside 0..classes - 1.
         known: a `KnownRegion` for inpainting: the data prediction is the known image
             there, so that the solve keeps that region at its noised value (`inpaint`).
+        posterior: a `PosteriorGuidance`: the gradient of a log-likelihood of the data
+            prediction added to the score (DPS, classifier guidance; `posterior_guidance`).
     """
 
     network: Callable[..., jax.Array]
@@ -89,6 +91,7 @@ class Denoiser:
     sample_shape: tuple[int, ...] | None = static_field(None)
     classes: int | None = static_field(None)
     known: KnownRegion | None = None
+    posterior: PosteriorGuidance | None = None
 
     def __post_init__(self):
         if not callable(self.network):
@@ -240,9 +243,14 @@ class Denoiser:
 
     def _predict(self, kind, options, x, features):
         """The `kind` prediction at x, from precomputed time features."""
-        return self._convert(kind, x, features, self._output(x, features, options)[0])
+        if self.posterior is None:
+            return self._convert(kind, x, features, self._output(x, features, options)[0])
+        return self._select(kind, x, features, *self._posterior_pair(options, x, features))
 
     def _predict_with_auxiliary(self, kind, options, x, features, arguments):
+        if self.posterior is not None:
+            raise ValueError("posterior guidance differentiates the network's prediction; the auxiliary outputs "
+                             "that edit() records are not supported with it")
         out, extra = self._output(x, features, options, arguments, auxiliary=True)
         return self._convert(kind, x, features, out), extra
 
@@ -250,6 +258,11 @@ class Denoiser:
         """The `kind` prediction from the network output `out` at x."""
         if kind == "velocity" and self.prediction == "velocity" and self.threshold_ratio is None and self.known is None:
             return out
+        return self._select(kind, x, features, *self._pair(x, features, out))
+
+    def _pair(self, x, features, out):
+        """(data, noise) predictions from the network output, thresholded and with the
+        known region in place."""
         data, noise = self._data_and_noise(x, features, out)
         alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
         if self.threshold_ratio is not None:
@@ -261,6 +274,22 @@ class Denoiser:
             # At sigma = 0 (a flow's last stage) the state is the data: keep the network's noise.
             consistent = (x - alpha * data) / jnp.where(sigma > 0, sigma, 1)
             noise = jnp.where(sigma > 0, consistent, noise)
+        return data, noise
+
+    def _posterior_pair(self, options, x, features):
+        """(data, noise) with the posterior guidance's gradient added to the score; the
+        data correction sigma^2 / alpha is left out where alpha = 0 (a flow's pure noise)."""
+        def objective(x):
+            data, noise = self._pair(x, features, self._output(x, features, options)[0])
+            return jnp.sum(self.posterior.log_likelihood(data, features["alpha"], features["sigma"])), (data, noise)
+
+        gradient, (data, noise) = jax.grad(objective, has_aux=True)(x)
+        alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
+        scale = self.posterior.scale
+        data = data + jnp.where(alpha > 0, scale * sigma**2 / jnp.where(alpha > 0, alpha, 1), 0) * gradient
+        return data, noise - scale * sigma * gradient
+
+    def _select(self, kind, x, features, data, noise):
         if kind == "data":
             return data
         if kind == "noise":

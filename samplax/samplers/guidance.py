@@ -28,14 +28,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
 from samplax.checks import check_choice, check_fields, check_positive, check_real
 
-__all__ = ["APG", "CFG", "GUIDANCE_SPACES", "Guidance", "guided_only_where_active"]
+__all__ = ["APG", "CFG", "GUIDANCE_SPACES", "Guidance", "PosteriorGuidance", "guided_only_where_active"]
 
 GUIDANCE_SPACES = ("output", "data", "noise")
 
@@ -158,3 +159,26 @@ def guided_only_where_active(guidance: Guidance, alpha, sigma, both, conditional
         return jax.lax.cond(active, both, conditional_only)
     guided, plain = both(), conditional_only()
     return jax.tree.map(lambda a, b: jnp.where(active.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), guided, plain)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PosteriorGuidance:
+    """Guidance by the gradient of a log-likelihood of the data prediction D(x): the score
+    gains scale * grad_x log_likelihood(D(x)), so the data prediction gains
+    scale sigma^2 / alpha times that gradient and the noise prediction loses scale sigma
+    times it. The gradient runs through the network. With log N(y; A D, sigma_y^2 I) this
+    is diffusion posterior sampling's approximation p(y | x_t) ~ p(y | D(x_t)) (Chung et
+    al. 2023, "Diffusion Posterior Sampling for General Noisy Inverse Problems"); with a
+    classifier's log p(label | D), classifier guidance from the data prediction.
+
+    Attributes:
+        log_likelihood: a `jax.tree_util.Partial` (so that its parameters are leaves),
+            (data prediction (batch first), alpha, sigma) -> log-likelihood per sample
+            (batch,); alpha and sigma (scalars, or per sample) let it depend on the noise
+            level, as `gaussian_observation`'s does.
+        scale: the weight of the gradient (1: the approximate posterior score).
+    """
+
+    log_likelihood: Callable
+    scale: Any = 1.0

@@ -1,0 +1,70 @@
+"""Posterior guidance (samplax.posterior_guidance, gaussian_observation): exact where the
+approximation is exact, and the identity when the likelihood is flat."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import samplax as sx
+
+SCHEDULE = sx.schedules.VPLinear()
+MASK = jnp.array([1.0, 1.0, 0.0])
+NOISE_STD = 0.3
+
+
+def test_a_flat_likelihood_changes_nothing():
+    mixture = sx.GaussianMixture.random(0, 3, 3)
+    model = mixture.denoiser(SCHEDULE, "noise")
+    noise = jax.random.normal(jax.random.key(0), (4, 3))
+    flat = sx.posterior_guidance(model, lambda data, alpha, sigma: jnp.zeros(data.shape[0]))
+    np.testing.assert_allclose(sx.sample(flat, "dpm++2m", noise, steps=6)[0],
+                               sx.sample(model, "dpm++2m", noise, steps=6)[0], rtol=1e-6)
+
+
+# DDPM's ancestral steps lose variance at few steps (they ignore the spread of x0 given
+# x_t), so it is run with more.
+@pytest.mark.parametrize("solver, steps, options", [("dpm++2m", 40, {}), ("ddpm", 400, {"key": jax.random.key(4)})])
+def test_inflated_observation_samples_the_exact_posterior_of_a_unit_gaussian(solver, steps, options):
+    """For a N(m, I) prior, x0 given x_t is N(D(x_t), r^2 I) with r^2 = sigma^2 / (alpha^2 +
+    sigma^2) exactly, so gaussian_observation's likelihood (inflate=1) is p(y | x_t) itself
+    and the guided solve samples the exact posterior: known coordinates
+    N((y / s_y^2 + m) / (1 / s_y^2 + 1), 1 / (1 / s_y^2 + 1)), the unknown one N(m, 1)."""
+    mean = jnp.array([0.5, -0.3, 0.2])
+    prior = sx.GaussianMixture(mean[None], jnp.ones(1), jnp.ones(1))
+    samples = 4096
+    observed = jnp.broadcast_to(jnp.array([1.2, 0.4, 0.0]), (samples, 3))
+    guided = sx.posterior_guidance(prior.denoiser(SCHEDULE, "noise"),
+                                   sx.gaussian_observation(lambda data: data * MASK, observed, NOISE_STD))
+    noise = jax.random.normal(jax.random.key(1), (samples, 3))
+    result, _ = sx.sample(guided, solver, noise, steps=steps, denoise_to_zero=True, **options)
+    precision = 1.0 / NOISE_STD**2 + 1.0
+    expected_mean = jnp.array([(1.2 / NOISE_STD**2 + 0.5) / precision, (0.4 / NOISE_STD**2 - 0.3) / precision, 0.2])
+    expected_std = jnp.array([precision**-0.5, precision**-0.5, 1.0])
+    standard_error = expected_std / np.sqrt(samples)
+    np.testing.assert_array_less(jnp.abs(jnp.mean(result, 0) - expected_mean), 4 * standard_error + 0.01)
+    np.testing.assert_allclose(jnp.std(result, 0), expected_std, rtol=0.05)
+
+
+def test_dps_without_inflation_is_biased_on_the_same_problem():
+    """inflate=0 is DPS's approximation p(y | x_t) ~ N(y; A D, s_y^2 I): on the unit
+    Gaussian it overweights the observation (the known coordinates' spread collapses)."""
+    prior = sx.GaussianMixture(jnp.zeros((1, 3)), jnp.ones(1), jnp.ones(1))
+    observed = jnp.broadcast_to(jnp.array([1.2, 0.4, 0.0]), (2048, 3))
+    guided = sx.posterior_guidance(prior.denoiser(SCHEDULE, "noise"),
+                                   sx.gaussian_observation(lambda data: data * MASK, observed, NOISE_STD, inflate=0.0))
+    result, _ = sx.sample(guided, "dpm++2m", jax.random.normal(jax.random.key(1), (2048, 3)), steps=40,
+                          denoise_to_zero=True)
+    exact_std = (1.0 / NOISE_STD**2 + 1.0) ** -0.5
+    assert float(jnp.std(result[:, 0])) < 0.8 * exact_std
+
+
+@pytest.mark.parametrize("call, text", [
+    (lambda: sx.gaussian_observation(3, jnp.zeros((2, 3)), 0.1), "operator"),
+    (lambda: sx.gaussian_observation(lambda d: d, jnp.zeros((2, 3)), 0.0), "noise_std"),
+    (lambda: sx.gaussian_observation(lambda d: d, jnp.zeros((2, 3)), 0.1, inflate=-1.0), "inflate"),
+    (lambda: sx.posterior_guidance(sx.GaussianMixture.random(0, 3, 2).denoiser(SCHEDULE), "loglik"), "log_likelihood"),
+])
+def test_bad_posterior_arguments_are_named(call, text):
+    with pytest.raises((TypeError, ValueError), match=text):
+        call()
