@@ -68,3 +68,27 @@ def test_dps_without_inflation_is_biased_on_the_same_problem():
 def test_bad_posterior_arguments_are_named(call, text):
     with pytest.raises((TypeError, ValueError), match=text):
         call()
+
+
+@pytest.mark.parametrize("through_network", [True, False])
+def test_the_guided_predictions_add_the_gradient_to_the_score(through_network):
+    """data' = D + s sigma^2 / alpha g and noise' = eps - s sigma g, where g is the
+    log-likelihood's gradient through the network (J^T grad) or, skipping it (FlowChef),
+    with respect to D itself; on a rectified flow and a diffusion schedule."""
+    for schedule, t in ((sx.schedules.RectifiedFlow(), 0.6), (SCHEDULE, 0.4)):
+        model = sx.GaussianMixture.random(1, 3, 3).denoiser(schedule, "velocity" if schedule.is_flow else "noise")
+        target = jnp.array([[0.3, -0.1, 0.2]])
+
+        def log_likelihood(data, alpha, sigma):
+            return -jnp.sum((data - target) ** 2, axis=1)
+
+        guided = sx.posterior_guidance(model, log_likelihood, 0.7, through_network=through_network)
+        x = jax.random.normal(jax.random.key(2), (2, 3))
+        data, pullback = jax.vjp(lambda x: model.data(x, t), x)
+        gradient = -2.0 * (data - target)
+        if through_network:
+            gradient = pullback(gradient)[0]
+        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        np.testing.assert_allclose(guided.data(x, t), data + 0.7 * sigma**2 / alpha * gradient, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(guided.noise(x, t), model.noise(x, t) - 0.7 * sigma * gradient, rtol=1e-5,
+                                   atol=1e-6)

@@ -277,13 +277,21 @@ class Denoiser:
         return data, noise
 
     def _posterior_pair(self, options, x, features):
-        """(data, noise) with the posterior guidance's gradient added to the score; the
-        data correction sigma^2 / alpha is left out where alpha = 0 (a flow's pure noise)."""
+        """(data, noise) with the posterior guidance's gradient (through the network, or
+        with respect to the data prediction) added to the score; the data correction
+        sigma^2 / alpha is left out where alpha = 0 (a flow's pure noise)."""
+        def log_likelihood(data):
+            return jnp.sum(self.posterior.log_likelihood(data, features["alpha"], features["sigma"]))
+
         def objective(x):
             data, noise = self._pair(x, features, self._output(x, features, options)[0])
-            return jnp.sum(self.posterior.log_likelihood(data, features["alpha"], features["sigma"])), (data, noise)
+            return log_likelihood(data), (data, noise)
 
-        gradient, (data, noise) = jax.grad(objective, has_aux=True)(x)
+        if self.posterior.through_network:
+            gradient, (data, noise) = jax.grad(objective, has_aux=True)(x)
+        else:
+            data, noise = self._pair(x, features, self._output(x, features, options)[0])
+            gradient = jax.grad(log_likelihood)(data)
         alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
         scale = self.posterior.scale
         data = data + jnp.where(alpha > 0, scale * sigma**2 / jnp.where(alpha > 0, alpha, 1), 0) * gradient

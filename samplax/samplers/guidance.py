@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from samplax.checks import check_choice, check_fields, check_positive, check_real
+from samplax.pytrees import static_field
 
 __all__ = ["APG", "CFG", "GUIDANCE_SPACES", "Guidance", "PosteriorGuidance", "guided_only_where_active"]
 
@@ -172,13 +173,21 @@ class PosteriorGuidance:
     al. 2023, "Diffusion Posterior Sampling for General Noisy Inverse Problems"); with a
     classifier's log p(label | D), classifier guidance from the data prediction.
 
+    With `through_network=False` the gradient is taken with respect to the data
+    prediction itself, as if dD/dx were the identity: FlowChef's gradient skipping (Patel
+    et al. 2024, "Steering Rectified Flow Models in the Vector Field for Controlled Image
+    Generation"), which needs no backpropagation through the network, so a stage costs one
+    plain evaluation.
+
     Attributes:
         log_likelihood: a `jax.tree_util.Partial` (so that its parameters are leaves),
             (data prediction (batch first), alpha, sigma) -> log-likelihood per sample
             (batch,); alpha and sigma (scalars, or per sample) let it depend on the noise
             level, as `gaussian_observation`'s does.
         scale: the weight of the gradient (1: the approximate posterior score).
+        through_network: differentiate through the network (DPS) or skip it (FlowChef).
     """
 
     log_likelihood: Callable
     scale: Any = 1.0
+    through_network: bool = static_field(True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from samplax.checks import check_positive, check_real
+from samplax.checks import check_flag, check_positive, check_real
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.guidance import PosteriorGuidance
 
@@ -50,10 +50,13 @@ def gaussian_observation(operator: Callable, observed: jax.Array, noise_std: flo
                                  inflate)
 
 
-def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0) -> Denoiser:
-    """`model` with the gradient of `log_likelihood(D(x), alpha, sigma)` (per sample) added to its score
-    at weight `scale` (see `PosteriorGuidance`). One network evaluation and its gradient
-    per stage."""
+def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0, *,
+                       through_network: bool = True) -> Denoiser:
+    """`model` with the gradient of `log_likelihood(D(x), alpha, sigma)` (per sample) added
+    to its score at weight `scale` (see `PosteriorGuidance`): one network evaluation and
+    its gradient per stage, or with `through_network=False` (FlowChef's gradient
+    skipping) one plain evaluation."""
+    check_flag("through_network", through_network)
     if not callable(log_likelihood):
         raise TypeError(
             f"log_likelihood must be a function of the data prediction, got {type(log_likelihood).__name__}"
@@ -61,4 +64,5 @@ def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0) -> 
     check_real("scale", scale)
     if not isinstance(log_likelihood, jax.tree_util.Partial):
         log_likelihood = jax.tree_util.Partial(log_likelihood)
-    return dataclasses.replace(model, posterior=PosteriorGuidance(log_likelihood=log_likelihood, scale=scale))
+    return dataclasses.replace(model, posterior=PosteriorGuidance(log_likelihood=log_likelihood, scale=scale,
+                                                                  through_network=through_network))
