@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 __all__ = [
-    "check_choice", "check_count", "check_fields", "check_flag", "check_path", "check_positive", "check_real",
+    "check_choice", "check_count", "check_fields", "check_flag", "check_interval", "check_path", "check_positive",
+    "check_real", "check_static_real",
 ]
 
 
@@ -37,6 +38,28 @@ def check_real(name: str, value, scalar: bool = True) -> None:
         raise ValueError(f"{name} must be a single number, got an array of shape {array.shape}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name} must be finite, got {value!r}")
+
+
+def check_static_real(name: str, value) -> None:
+    """A finite real number that is hashed as part of an object's structure (a static
+    field): a Python or NumPy number, not a jax array (which cannot be hashed)."""
+    if isinstance(value, jax.Array):
+        raise TypeError(f"{name} must be a Python or NumPy number (it is a static setting, hashed and never traced), "
+                        f"got a jax array {value!r}; use float(...)")
+    check_real(name, value)
+
+
+def check_interval(name: str, value, infinite_high: bool = False) -> None:
+    """A (low, high) tuple of numbers with 0 <= low < high (high may be inf with
+    `infinite_high`), such as a range of noise levels."""
+    if not (isinstance(value, tuple) and len(value) == 2):
+        raise TypeError(f"{name} must be a (low, high) tuple, got {value!r} ({type(value).__name__})")
+    low, high = value
+    check_static_real(f"{name} low", low)
+    if not (infinite_high and isinstance(high, (int, float)) and high == float("inf")):
+        check_static_real(f"{name} high", high)
+    if not 0 <= low < high:
+        raise ValueError(f"{name} must satisfy 0 <= low < high, got {value}")
 
 
 def check_positive(name: str, value, allow_zero: bool = False) -> None:
@@ -80,13 +103,14 @@ def _check_string(name: str, value) -> None:
         raise TypeError(f"{name} must be a string, got {value!r} ({type(value).__name__})")
 
 
-_TYPE_CHECKS = {"float": check_real, "int": _check_integer, "bool": check_flag, "str": _check_string}
+_TYPE_CHECKS = {"float": check_static_real, "int": _check_integer, "bool": check_flag, "str": _check_string}
 
 
 def check_fields(instance) -> None:
     """Check every field of a dataclass declared `float`, `int`, `bool` or `str` (or one of
-    those `| None`) against its type; a float must also be finite. Fields of other types
-    are left to the class. Ranges are the class's own checks, which run after this."""
+    those `| None`) against its type; a float must also be finite and not a jax array (the
+    fields this is used for are static, so they are hashed). Fields of other types are
+    left to the class. Ranges are the class's own checks, which run after this."""
     for field in dataclasses.fields(instance):
         declared = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
         optional = declared.endswith(" | None")

@@ -14,6 +14,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_count
+
 __all__ = ["ExactDivergence", "Hutchinson"]
 
 
@@ -27,8 +29,7 @@ class ExactDivergence:
     needs_key: ClassVar[bool] = False
 
     def __post_init__(self):
-        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        check_count("chunk_size", self.chunk_size)
 
     def __call__(self, field, x, probes):
         """(field(x), div field(x)) for one sample x."""
@@ -63,9 +64,7 @@ class Hutchinson:
     needs_key: ClassVar[bool] = True
 
     def __post_init__(self):
-        count = self.probes_per_sample
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"probes_per_sample must be a positive integer, got {count!r}")
+        check_count("probes_per_sample", self.probes_per_sample)
         if self.distribution not in ("rademacher", "gaussian"):
             raise ValueError(f"distribution must be 'rademacher' or 'gaussian', got {self.distribution!r}")
 

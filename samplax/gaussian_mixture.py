@@ -16,7 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_count, check_positive, check_real
 from samplax.samplers.denoiser import Denoiser
+from samplax.samplers.inputs import check_key
 from samplax.schedules import Schedule
 
 __all__ = ["GaussianMixture"]
@@ -55,6 +57,14 @@ class GaussianMixture:
             raise ValueError(f"GaussianMixture.weights must be non-negative and sum to 1, got sum {weights.sum():.6g}; "
                              "normalise them (weights / weights.sum())")
 
+    def _check_flow_inputs(self, x_start, schedule) -> None:
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be a samplax schedule object such as samplax.schedules.VPLinear(), "
+                            f"got {schedule!r}")
+        if jnp.ndim(x_start) != 2 or jnp.shape(x_start)[1] != self.dimension:
+            raise ValueError(f"x_start must be a batch of points, shape (batch, {self.dimension}), got shape "
+                             f"{jnp.shape(x_start)}")
+
     @classmethod
     def random(
         cls,
@@ -68,8 +78,15 @@ class GaussianMixture:
         uniform in std_range, weights from a Dirichlet(5) draw."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an integer, got {seed!r}")
+        check_count("dimension", dimension)
+        check_count("components", components)
+        check_positive("mean_scale", mean_scale, allow_zero=True)
+        if not (isinstance(std_range, (tuple, list)) and len(std_range) == 2):
+            raise TypeError(f"std_range must be a pair (low, high) with 0 < low <= high, got {std_range!r}")
         low, high = std_range
-        if not (np.isfinite(low) and np.isfinite(high) and 0 < low <= high):
+        check_real("std_range low", low)
+        check_real("std_range high", high)
+        if not 0 < low <= high:
             raise ValueError(f"std_range must be (low, high) with 0 < low <= high, got {std_range!r}")
         rng = np.random.default_rng(seed)
         means = rng.normal(size=(components, dimension)) * mean_scale / np.sqrt(dimension) * 2.0
@@ -84,6 +101,8 @@ class GaussianMixture:
     def sample(self, key, count: int):
         """`count` draws of x_0."""
         self.check_parameters()
+        check_key("key", key)
+        check_count("count", count, minimum=0)
         key_component, key_noise = jax.random.split(key)
         component = jax.random.choice(key_component, self.weights.shape[0], (count,), p=self.weights)
         noise = jax.random.normal(key_noise, (count, self.dimension), self.means.dtype)
@@ -176,6 +195,7 @@ class GaussianMixture:
         integrated in lambda where lambda is finite at both ends, else in t (rectified flow
         from t = 1 or to t = 0)."""
         self.check_parameters()
+        self._check_flow_inputs(x_start, schedule)
         with jax.enable_x64(True):
             lambda_start = schedule.lambda_(jnp.float64(t_start))
             lambda_end = schedule.lambda_(jnp.float64(t_end))
@@ -189,6 +209,7 @@ class GaussianMixture:
         is solved to lambda = 16 (sigma ~ 1e-7, far below every component's std) and
         finished with the exact denoiser, whose remaining error is of order sigma^2."""
         self.check_parameters()
+        self._check_flow_inputs(x_start, schedule)
         with jax.enable_x64(True):
             if float(schedule.sigma(jnp.float64(schedule.t_min))) == 0.0:
                 return self.flow_map(x_start, schedule, t_start, schedule.t_min, tolerance)

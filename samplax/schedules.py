@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_positive, check_real
+from samplax.checks import check_count, check_positive, check_static_real
 from samplax.pytrees import static_field
 
 __all__ = [
@@ -89,7 +89,7 @@ class Schedule(abc.ABC):
         < t_max < highest (<= at both ends with `ends_included`)."""
         name = type(self).__name__
         for field in ("t_min", "t_max"):
-            check_real(f"{name}.{field}", getattr(self, field))
+            check_static_real(f"{name}.{field}", getattr(self, field))
         below, above = (self.t_min >= lowest, self.t_max <= highest) if ends_included else (
             self.t_min > lowest, self.t_max < highest)
         if not (below and above and self.t_min < self.t_max):
@@ -174,6 +174,7 @@ class VPDiscrete(_VariancePreserving):
     @classmethod
     def ddpm_linear(cls, beta_start: float = 1e-4, beta_end: float = 0.02, steps: int = 1000) -> VPDiscrete:
         """The schedule of Ho et al. (2020): betas linear from 1e-4 to 0.02 over 1000 steps."""
+        check_count("steps", steps, minimum=2)
         return cls.from_betas(np.linspace(beta_start, beta_end, steps, dtype=np.float64))
 
     def check_parameters(self) -> None:
@@ -249,7 +250,7 @@ class VPLinear(_VariancePreserving):
 
     def __post_init__(self):
         for field in ("beta_min", "beta_max"):
-            check_real(f"VPLinear.{field}", getattr(self, field))
+            check_static_real(f"VPLinear.{field}", getattr(self, field))
         if not 0 <= self.beta_min < self.beta_max:
             raise ValueError(
                 f"VPLinear needs 0 <= beta_min < beta_max (the noise rate beta(t) rises linearly from beta_min), "
@@ -280,7 +281,7 @@ class VPCosine(_VariancePreserving):
     t_max: float = static_field(0.9946)
 
     def __post_init__(self):
-        check_real("VPCosine.offset", self.offset)
+        check_static_real("VPCosine.offset", self.offset)
         if self.offset < 0:
             raise ValueError(f"VPCosine: offset must be non-negative, got {self.offset}")
         self._check_range(0.0, 1.0)  # alpha(1) = 0

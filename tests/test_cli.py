@@ -144,7 +144,8 @@ def test_run_configuration_is_frozen_and_leaves_the_parsed_options_alone(tmp_pat
     args = cli.parser().parse_args(["--model", tiny_model, "--outdir", str(tmp_path / "out")])
     before = dict(vars(args))
     config = from_arguments(args)
-    assert config.seeds == tuple(range(64)) and config.batch_size == 64 and config.guidance_scale == 2.0
+    # The default guidance scale depends on the model, so with_model sets it.
+    assert config.seeds == tuple(range(64)) and config.batch_size == 64 and config.guidance_scale is None
     assert config.solver is None and config.grid is None and config.mode == "sample"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.steps = 3

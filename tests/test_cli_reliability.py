@@ -211,6 +211,7 @@ def test_a_grid_for_an_adaptive_solver_is_refused(capsys, tmp_path, tiny_model):
         (["--resume"], "holds no progress.json"),
         (["--resume", "--force"], "give one of them"),
         (["--resume", "--invert", "digits:3:0"], "--resume applies to sampling"),
+        (["--label", "none", "--guidance-scale", "3"], "with --label none there is none"),
     ],
 )
 def test_bad_arguments_fail_at_once_in_one_line(capsys, tmp_path, argv, message):
@@ -264,6 +265,24 @@ def test_train_script_reports_a_corrupt_checkpoint_in_one_line(capsys, tmp_path,
         err = capsys.readouterr().err.strip()
         assert err.startswith("train.py: error: ") and str(checkpoint) in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "model.msgpack").exists()
+
+
+def test_train_script_refuses_a_nan_learning_rate_before_training(capsys, tmp_path):
+    argv = ["flow", "--steps", "1", "--warmup-steps", "0", "--learning-rate", "nan", "--no-progress",
+            "--out", str(tmp_path / "model.msgpack")]
+    with pytest.raises(SystemExit) as raised:
+        _train_script().main(argv)
+    err = capsys.readouterr().err.strip()
+    assert raised.value.code == 2 and "learning_rate" in err and not (tmp_path / "model.msgpack").exists(), err
+
+
+def test_unconditional_samples_default_to_no_guidance(capsys, tmp_path):
+    outdir = tmp_path / "unconditional"
+    code, err = _main(capsys, ["--label", "none", "--seeds", "0-1", "--steps", "2", "--no-progress",
+                               "--outdir", str(outdir)])
+    assert code == 0, err
+    record = json.loads((outdir / "run.json").read_text())
+    assert record["arguments"]["guidance_scale"] == 1.0 and record["network_passes_per_sample"] == record["nfe"]
 
 
 def test_manifest_seed_syntax_reads_back():

@@ -70,6 +70,13 @@ def test_bad_posterior_arguments_are_named(call, text):
         call()
 
 
+TARGET = jnp.array([[0.3, -0.1, 0.2]])
+
+
+def _pull_towards_target(data, alpha, sigma):
+    return -jnp.sum((data - TARGET) ** 2, axis=1)
+
+
 @pytest.mark.parametrize("through_network", [True, False])
 def test_the_guided_predictions_add_the_gradient_to_the_score(through_network):
     """data' = D + s sigma^2 / alpha g and noise' = eps - s sigma g, where g is the
@@ -77,15 +84,10 @@ def test_the_guided_predictions_add_the_gradient_to_the_score(through_network):
     with respect to D itself; on a rectified flow and a diffusion schedule."""
     for schedule, t in ((sx.schedules.RectifiedFlow(), 0.6), (SCHEDULE, 0.4)):
         model = sx.GaussianMixture.random(1, 3, 3).denoiser(schedule, "velocity" if schedule.is_flow else "noise")
-        target = jnp.array([[0.3, -0.1, 0.2]])
-
-        def log_likelihood(data, alpha, sigma):
-            return -jnp.sum((data - target) ** 2, axis=1)
-
-        guided = sx.posterior_guidance(model, log_likelihood, 0.7, through_network=through_network)
+        guided = sx.posterior_guidance(model, _pull_towards_target, 0.7, through_network=through_network)
         x = jax.random.normal(jax.random.key(2), (2, 3))
-        data, pullback = jax.vjp(lambda x: model.data(x, t), x)
-        gradient = -2.0 * (data - target)
+        data, pullback = jax.vjp(lambda x, model=model, t=t: model.data(x, t), x)
+        gradient = -2.0 * (data - TARGET)
         if through_network:
             gradient = pullback(gradient)[0]
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)

@@ -495,3 +495,75 @@ def test_per_sample_guidance_scales_that_broadcast_are_accepted():
     plain, _ = sx.sample(MODEL, "dpm++2m", NOISE[:1], steps=3)
     # No condition: guidance changes nothing, whatever the scale.
     np.testing.assert_allclose(samples[0], plain[0], rtol=1e-5)
+
+
+def _toy_guided(scale):
+    network = jax.tree_util.Partial(lambda x, t, c: MODEL.network(x, t) + c[:, None])
+    model = sx.Denoiser(network, SCHEDULE, condition={"c": jnp.ones(3)})
+    return sx.classifier_free_guidance(model, {"c": jnp.ones(3)}, {"c": jnp.zeros(3)}, scale)
+
+
+# A fourth trial (2026-12-07): cases that were unhelpful or silent, each
+# (label, call, exception, text the message must contain).
+FOURTH_TRIAL_CASES = [
+    ("guidance scales along the features", lambda: sx.sample(_toy_guided(jnp.array([1.0, 2.0, 3.0])), "dpm++2m",
+                                                            jnp.ones((3, 3)), steps=4), ValueError, "guidance_scale"),
+    ("register an integer name", lambda: sx.solvers.register(3, sx.solvers.DPMSolver(order=1)), TypeError, "name"),
+    ("mixture mean_scale=nan", lambda: sx.GaussianMixture.random(0, 3, 3, mean_scale=float("nan")), ValueError,
+     "mean_scale"),
+    ("mixture float dimension", lambda: sx.GaussianMixture.random(0, 3.0, 3), ValueError, "dimension"),
+    ("mixture float components", lambda: sx.GaussianMixture.random(0, 3, 2.0), ValueError, "components"),
+    ("mixture std_range a number", lambda: sx.GaussianMixture.random(0, 3, 3, std_range=0.2), TypeError, "std_range"),
+    ("mixture std_range of one", lambda: sx.GaussianMixture.random(0, 3, 3, std_range=(0.2,)), TypeError, "std_range"),
+    ("mixture sample key=0", lambda: MIXTURE.sample(0, 4), TypeError, "key"),
+    ("mixture sample count 4.0", lambda: MIXTURE.sample(KEY, 4.0), ValueError, "count"),
+    ("mixture sample count -1", lambda: MIXTURE.sample(KEY, -1), ValueError, "count"),
+    ("flow_to_data without a batch axis", lambda: MIXTURE.flow_to_data(jnp.ones(3), SCHEDULE, 1.0), ValueError,
+     "x_start"),
+    ("flow_map with a schedule name", lambda: MIXTURE.flow_map(NOISE, "vp-linear", 1.0, 0.01), TypeError, "schedule"),
+    ("ancestral eta a jax array", lambda: sx.solvers.AncestralSampler(eta=jnp.array(0.5)), TypeError, "eta"),
+    ("restarts a list", lambda: sx.solvers.Restart(restarts=[(0.06, 0.30, 2, 2)]), TypeError, "restarts"),
+    ("restarts flat", lambda: sx.solvers.Restart(restarts=(0.06, 0.30, 2, 2)), TypeError, "restarts"),
+    ("restarts empty", lambda: sx.solvers.Restart(restarts=()), TypeError, "restarts"),
+    ("tau_interval a list", lambda: sx.solvers.SASolver(tau_interval=[0.7, 25.0]), TypeError, "tau_interval"),
+    ("VPLinear beta_min a jax array", lambda: sx.schedules.VPLinear(beta_min=jnp.array(0.1)), TypeError, "beta_min"),
+    ("EDM t_max a jax array", lambda: sx.schedules.EDM(t_max=jnp.array(80.0)), TypeError, "t_max"),
+    ("guidance with None conditions", lambda: sx.classifier_free_guidance(MODEL, None, None, 2.0), TypeError,
+     "condition"),
+    ("ddpm_linear steps 10.5", lambda: sx.schedules.VPDiscrete.ddpm_linear(steps=10.5), ValueError, "steps"),
+    ("karras rho a string", lambda: sx.solvers.time_grid(SCHEDULE, 4, "karras", rho="7"), TypeError, "rho"),
+    ("shift None", lambda: sx.solvers.time_grid(sx.schedules.RectifiedFlow(), 4, "shifted", shift=None), TypeError,
+     "shift"),
+    ("time_grid t_start an array", lambda: sx.solvers.time_grid(SCHEDULE, 4, "uniform", t_start=jnp.array([1.0])),
+     ValueError, "t_start"),
+    ("edit blocks a string",
+     lambda: sx.edit(pretrained.denoiser("digits-flow-attention"), "euler", jnp.zeros((1, 8, 8, 1)),
+                     {"label": jnp.array([3])}, {"label": jnp.array([8])}, 3, 1, blocks="middle"), TypeError, "blocks"),
+    ("edit one image without its batch axis",
+     lambda: sx.edit(pretrained.denoiser("digits-flow-attention"), "euler", jnp.zeros((8, 8, 1)),
+                     {"label": jnp.array([3])}, {"label": jnp.array([8])}, 3, 1), ValueError, "batch axis"),
+    ("tune_grid a reversible solver", lambda: sx.tune_grid(FLOW, "reversible-heun", 3, KEY, shape=(3,), samples=8),
+     ValueError, "heun"),
+    ("tune_grid an exponential integrator on a flow to t = 0",
+     lambda: sx.tune_grid(FLOW, "dpm++2m", 3, KEY, shape=(3,), samples=8), ValueError, "non-finite coefficients"),
+    ("save_grid onto a folder", lambda: sx.save_grid("/tmp", jnp.linspace(1.0, 0.1, 4)), IsADirectoryError, "folder"),
+]
+
+
+@pytest.mark.parametrize("case", FOURTH_TRIAL_CASES, ids=[case[0] for case in FOURTH_TRIAL_CASES])
+def test_fourth_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)
+
+
+def test_numpy_integers_are_integers():
+    sx.solvers.Restart(restarts=((0.06, 0.30, np.int64(2), 2),))
+    sx.solvers.PredictorCorrector(corrector_steps=np.int64(2))
+    sx.Denoiser(MODEL.network, SCHEDULE, sample_shape=tuple(np.array([3])), classes=np.int64(10))
+    sx.Hutchinson(probes_per_sample=np.int64(4))
+    sx.ExactDivergence(chunk_size=np.int64(2))
+
+
+def test_few_step_exponential_adjoint_warns():
+    with pytest.warns(UserWarning, match="Checkpointed"):
+        jax.grad(lambda n: jnp.sum(sx.sample(MODEL, "dpm++2m", n, steps=3, adjoint=sx.ExponentialAdjoint())[0]))(NOISE)

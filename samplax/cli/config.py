@@ -47,7 +47,7 @@ class RunConfig:
     diffusion: float | None
     snr: float | None
     noise_source: str | None
-    guidance_scale: float
+    guidance_scale: float | None  # None until with_model sets the default for the model
     label: int | str | None
     source_label: int | str | None
     inject: int | None
@@ -122,14 +122,13 @@ def _resolved(args: argparse.Namespace, mode: str) -> RunConfig:
     """The options with the defaults that depend on the mode (solver and grid not yet)."""
     values = {field.name: getattr(args, field.name) for field in dataclasses.fields(RunConfig)}
     default_model = pretrained.DEFAULT_EDITING if mode == "edit" else pretrained.DEFAULT_GENERATIVE
-    default_scale = DEFAULTS["sample_guidance_scale"] if mode == "sample" else 1.0
     seeds = (args.seeds or parse_seeds(DEFAULTS["seeds"])) if mode == "sample" else None
     inject = (args.steps if args.inject is None else args.inject) if mode == "edit" else None
     values.update(
         invert=None if args.invert is None else tuple(args.invert),
         edit=None if args.edit is None else tuple(args.edit),
         model=args.model or default_model,
-        guidance_scale=default_scale if args.guidance_scale is None else args.guidance_scale,
+        guidance_scale=args.guidance_scale,  # None: the default, which depends on the model (with_model)
         seeds=None if seeds is None else tuple(seeds),
         inject=inject,
         batch_size=args.batch_size or DEFAULTS["batch_size"],
@@ -153,8 +152,11 @@ def _check_names(config: RunConfig) -> None:
 
 def _check_values(config: RunConfig, args: argparse.Namespace) -> None:
     """Values that are wrong whatever the model (the output folder: `samplax.cli.outdir`)."""
-    if config.guidance_scale < 0:
+    if config.guidance_scale is not None and config.guidance_scale < 0:
         raise UsageError(f"--guidance-scale must be >= 0, got {config.guidance_scale}")
+    if config.label == UNCONDITIONAL and config.guidance_scale not in (None, 1.0):
+        raise UsageError(f"--guidance-scale {config.guidance_scale:g} guides towards a label; with --label none there "
+                         "is none (drop --guidance-scale, or give --label)")
     for option, label in (("--label", config.label), ("--source-label", config.source_label)):
         if label not in (None, UNCONDITIONAL) and label < 0:
             raise UsageError(f"{option} must be a class index >= 0 or 'none', got {label}")
@@ -240,6 +242,9 @@ def _check_labels(config: RunConfig, model: Model) -> None:
     for option, label in (("--label", config.label), ("--source-label", config.source_label)):
         if label not in (None, UNCONDITIONAL) and (not model.conditional or label >= model.classes):
             raise UsageError(f"{option} {label} is not a class of this model{known}")
+    if not model.conditional and config.guidance_scale not in (None, 1.0):
+        raise UsageError(f"--guidance-scale {config.guidance_scale:g} needs a class-conditional model; "
+                         f"{config.model!r} is unconditional")
     if config.mode == "edit" and (model.prediction != "velocity" or not model.conditional):
         raise UsageError(
             "--edit needs a class-conditional flow model (velocity prediction), e.g. --model digits-flow; "
@@ -258,6 +263,9 @@ def with_model(config: RunConfig, model: Model):
         (the final configuration, the solver object it names). Raises `UsageError`.
     """
     _check_labels(config, model)
+    if config.guidance_scale is None:  # guidance by default only where there is a label to guide towards
+        guided = config.mode == "sample" and model.conditional and config.label != UNCONDITIONAL
+        config = dataclasses.replace(config, guidance_scale=DEFAULTS["sample_guidance_scale"] if guided else 1.0)
     name, solver = _choose_solver(config, model)
     try:
         end_points(model.schedule, None, config.t_end)

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from samplax.checks import check_positive, check_real
 from samplax.models import checkpoints
 
 __all__ = ["TrainConfig", "Trained", "cross_entropy_loss", "make_optimizer", "train"]
@@ -49,10 +50,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must lie in [0, steps), got {self.warmup_steps}")
+        check_real("ema_decay", self.ema_decay)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
-        if self.learning_rate <= 0 or self.clip_norm <= 0 or self.checkpoint_every < 0:
-            raise ValueError("learning_rate and clip_norm must be positive and checkpoint_every >= 0")
+        check_positive("learning_rate", self.learning_rate)
+        check_positive("clip_norm", self.clip_norm)
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
 @dataclasses.dataclass

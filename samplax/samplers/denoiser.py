@@ -16,8 +16,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from samplax.checks import check_positive, check_real
+from samplax.checks import check_count, check_positive, check_real
 from samplax.predictions import (
     PREDICTIONS,
     TIME_INPUTS,
@@ -104,12 +105,11 @@ class Denoiser:
                 f"samplax.schedules.get('vp-linear'), got {self.schedule!r}"
             )
         shape = self.sample_shape
-        if shape is not None and not (isinstance(shape, tuple) and all(isinstance(n, int) and n > 0 for n in shape)):
+        if shape is not None and not (isinstance(shape, tuple) and all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape)):
             raise TypeError(f"sample_shape must be a tuple of positive integers, got {self.sample_shape!r}")
-        if self.classes is not None and (
-            isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 1
-        ):
-            raise ValueError(f"classes must be a positive integer, got {self.classes!r}")
+        if self.classes is not None:
+            check_count("classes", self.classes)
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         if self.time_input not in TIME_INPUTS:
@@ -351,6 +351,9 @@ def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: di
     """Classifier-free guidance (Ho & Salimans 2022): the guided model predicts
     uncond + scale (cond - uncond), evaluated as one batched network call, or combines the
     two by another rule (`guidance`: `CFG(rescale=...)`, `APG(...)`, with an `interval`)."""
+    if not isinstance(condition, dict) or not isinstance(unconditional, dict):
+        raise TypeError(f"classifier_free_guidance(): condition and unconditional must be dicts of network keyword "
+                        f"arguments ({{}} for none), got {type(condition).__name__} and {type(unconditional).__name__}")
     return dataclasses.replace(
         model, condition=dict(condition), unconditional=dict(unconditional), guidance_scale=scale,
         guidance=model.guidance if guidance is None else guidance,

@@ -155,6 +155,9 @@ def edit(
         check_model(dataclasses.replace(model, condition=dict(condition)), "edit", image, "image")
         conditions.append(dict(condition))
     times = request.concrete(model.schedule)
+    if isinstance(blocks, str):
+        raise TypeError(f"blocks must be a tuple of attention block names such as ({blocks!r},), got the string "
+                        f"{blocks!r}")
     blocks = None if blocks is None else tuple(blocks)
     edited, _ = _edit(model, solver, image, *conditions, times, steps, int(inject), blocks)
     if not bool(jnp.all(jnp.isfinite(edited))):

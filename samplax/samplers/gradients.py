@@ -28,6 +28,7 @@ give the state, the adjoint and the parameters' gradient together.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import equinox as eqx
 import jax
@@ -98,6 +99,11 @@ class Checkpointed(_ThroughTheScan):
     checkpoint = True
 
 
+# Below this many steps the exponential adjoint's gradient is too coarse to trust (measured:
+# relative error 6 at 3 steps, 10.9 at 5, 1.6% at 10 on a Gaussian mixture).
+FEW_ADJOINT_STEPS = 10
+
+
 @dataclasses.dataclass(frozen=True)
 class ExponentialAdjoint(GradientMethod):
     """The exponential-integrator adjoint of the probability-flow ODE (AdjointDPM,
@@ -136,6 +142,13 @@ class ExponentialAdjoint(GradientMethod):
         )
 
     def integrate(self, model, solver, times, x, denoise_to_zero, return_trajectory, draw):
+        steps = times.shape[0] - 1
+        if steps < FEW_ADJOINT_STEPS:
+            warnings.warn(
+                f"{self!r} solves the adjoint ODE backwards on the sampling grid: with {steps} steps its gradient can "
+                "be far from the gradient of the discrete solve (at 3 steps on a Gaussian mixture it pointed the "
+                f"other way); use Checkpointed() for that gradient at constant memory per step, or "
+                f"{FEW_ADJOINT_STEPS}+ steps", stacklevel=2)
         plan = solver.plan(model.schedule, times, denoise_to_zero)
         result = _adjoint_solve((x, model, times), solver, self.order, denoise_to_zero)
         if denoise_to_zero:  # the last evaluation, differentiated by reverse mode (constant memory)

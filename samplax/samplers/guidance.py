@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 
-from samplax.checks import check_choice, check_fields, check_positive, check_real
+from samplax.checks import check_choice, check_fields, check_interval, check_positive
 from samplax.pytrees import static_field
 
 __all__ = ["APG", "CFG", "GUIDANCE_SPACES", "Guidance", "PosteriorGuidance", "guided_only_where_active"]
@@ -58,15 +57,8 @@ class Guidance(abc.ABC):
         check_fields(self)
         check_choice(f"{type(self).__name__}.space", self.space, GUIDANCE_SPACES)
         if self.interval is not None:
-            if not (isinstance(self.interval, tuple) and len(self.interval) == 2):
-                raise TypeError(f"{type(self).__name__}.interval must be a (low, high) tuple of noise levels "
-                                f"sigma / alpha, or None, got {self.interval!r}")
-            low, high = self.interval
-            check_real("interval low", low)
-            if not (isinstance(high, (int, float)) and high == math.inf):
-                check_real("interval high", high)
-            if not 0 <= low < high:
-                raise ValueError(f"{type(self).__name__}.interval must satisfy 0 <= low < high, got {self.interval}")
+            check_interval(f"{type(self).__name__}.interval (noise levels sigma / alpha)", self.interval,
+                           infinite_high=True)
 
     def active(self, alpha, sigma):
         """Whether guidance applies at noise level sigma / alpha (True without an interval)."""

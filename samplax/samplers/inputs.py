@@ -72,16 +72,22 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
     if x is None:
         return
     _check_network_signature(model, workflow)
+    if model.sample_shape is not None and tuple(jnp.shape(x)) == tuple(model.sample_shape):
+        raise ValueError(f"{workflow}(): {name} of shape {jnp.shape(x)} is one sample without its batch axis; pass "
+                         f"{name}[None]")
     check_sample_shape(model, jnp.shape(x)[1:], name)
     batch = jnp.shape(x)[0]
     scale_shape = jnp.shape(model.guidance_scale)
     try:
-        if np.broadcast_shapes(scale_shape, jnp.shape(x)) != jnp.shape(x):
+        # An array of scales has the batch's rank, so that its first axis is the batch's.
+        if scale_shape and (len(scale_shape) != jnp.ndim(x) or np.broadcast_shapes(scale_shape, jnp.shape(x))
+                            != jnp.shape(x)):
             raise ValueError
     except ValueError:
+        per_sample = (batch,) + (1,) * (jnp.ndim(x) - 1)
         raise ValueError(
-            f"{workflow}(): guidance_scale of shape {scale_shape} does not broadcast against {name} of shape "
-            f"{jnp.shape(x)}; give one number, or per-sample scales shaped ({batch}, 1, ...)"
+            f"{workflow}(): guidance_scale of shape {scale_shape} does not line up with {name} of shape "
+            f"{jnp.shape(x)}; give one number, or per-sample scales of shape {per_sample}"
         ) from None
     for part, condition in (("condition", model.condition), ("unconditional", model.unconditional or {})):
         for key, value in condition.items():

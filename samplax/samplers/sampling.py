@@ -68,12 +68,12 @@ def _raise_on_checks(checks, solver, kind, name, what, model, start):
         raise ValueError(f"{name} contains NaN or inf values")
     if not grid_finite:  # a grid spaced in lambda between end points where lambda is infinite
         check_finite_lambda(kind, np.inf, np.inf)
-    _check_coefficients(coefficients_finite, solver)
+    check_coefficients(coefficients_finite, solver)
     if not output_finite:
         _check_output(jnp.asarray(np.nan), what, model, start)
 
 
-def _check_coefficients(finite, solver):
+def check_coefficients(finite, solver):
     """A solver's coefficients are not finite where its step is undefined on the grid: an
     exponential integrator stepping from or to a point where lambda = log(alpha / sigma) is
     infinite (t = 1 or t = 0 on rectified flow), for instance."""

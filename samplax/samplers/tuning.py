@@ -51,7 +51,7 @@ from samplax.samplers.inputs import (
     check_steps,
     end_points,
 )
-from samplax.samplers.sampling import sample
+from samplax.samplers.sampling import check_coefficients, sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
 
@@ -285,7 +285,8 @@ def tune_grid(
     check_sample_shape(model, shape, "shape")
     check_key("key", key)
     if not isinstance(solver, FixedGridSolver):
-        raise ValueError(f"tune_grid needs a fixed-grid solver, got {type(solver).__name__}")
+        hint = " (fit 'heun' and sample with it instead)" if solver.reversible else ""
+        raise ValueError(f"tune_grid fits solvers that run a plan through the engine; {solver!r} does not{hint}")
     if solver.stochastic:
         raise ValueError(f"tune_grid fits the grid of a deterministic solver (the loss compares fixed "
                          f"trajectories); {solver!r} is stochastic")
@@ -338,6 +339,8 @@ def tune_grid(
         squared_errors, loss, batch_size, samples - validation_samples if validation_samples else samples,
         learning_rate, iterations)
     starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
+    plan = solver.plan(schedule, grid_from_logits(schedule, starts[0], t_start, t_end, spacing), denoise_to_zero)
+    check_coefficients(all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan)), solver)
     validate = lambda logits: _loss_from_squared_errors(loss, evaluate(logits, held_out))  # noqa: E731
     fit = _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training)
     logits = fit.pop("logits")
@@ -452,6 +455,8 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
         metadata_text = json.dumps(metadata)
     except TypeError as error:
         raise TypeError(f"save_grid metadata must be JSON-serialisable ({error}); {path} was not written") from None
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{path} is a folder; give the path of a .json file")
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     times = np.asarray(times, np.float64)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_count, check_interval
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
@@ -143,14 +144,18 @@ class Restart(FixedGridSolver):
 
     def __post_init__(self):
         super().__post_init__()
+        example = "e.g. ((0.06, 0.30, 2, 2),)"
+        if not (isinstance(self.restarts, tuple) and self.restarts
+                and all(isinstance(interval, tuple) and len(interval) == 4 for interval in self.restarts)):
+            raise TypeError(f"Restart.restarts must be a non-empty tuple of (low, high, steps, repeats) tuples, "
+                            f"{example}; got {self.restarts!r}")
         for interval in self.restarts:
             low, high, steps, repeats = interval
-            if not (0 < low < high and isinstance(steps, int) and steps >= 1 and isinstance(repeats, int)
-                    and repeats >= 1):
-                raise ValueError(
-                    f"each restart is (low, high, steps, repeats) with 0 < low < high and positive integer steps and "
-                    f"repeats, got {interval}"
-                )
+            check_interval("a restart's (low, high) noise levels", (low, high))
+            if low == 0:
+                raise ValueError(f"a restart's low noise level must be positive, got {interval}")
+            check_count("a restart's steps", steps)
+            check_count("a restart's repeats", repeats)
         if not self.noise_inflation > 0:
             raise ValueError(f"noise_inflation must be positive, got {self.noise_inflation}")
 

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_count, check_positive, check_real
 from samplax.schedules import Schedule
 
 __all__ = ["GRIDS", "check_finite_lambda", "check_grid", "time_grid"]
@@ -40,15 +41,15 @@ def time_grid(
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a samplax schedule object, got {schedule!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_count("steps", steps)
     if kind not in GRIDS:
         raise ValueError(f"unknown grid {kind!r}; choose one of {GRIDS} or pass an array of times")
     for name, value in (("rho", rho), ("shift", shift)):
-        if not isinstance(value, jax.core.Tracer) and not (np.isfinite(float(value)) and float(value) > 0):
-            raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        check_positive(name, value)
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
+    for name, value in (("t_start", t_start), ("t_end", t_end)):
+        check_real(name, value)
     schedule.check_times(t_start, t_end)
     if not any(isinstance(t, jax.core.Tracer) for t in (t_start, t_end)) and not float(t_start) > float(t_end):
         raise ValueError(f"t_start={float(t_start):g} must be greater than t_end={float(t_end):g} (grids run from "

@@ -36,6 +36,8 @@ def register(name: str, solver) -> None:
     """Make `get(name)` return `solver` (a solver object of your own). Names are unique."""
     from samplax.solvers.base import Solver
 
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register(): name must be a non-empty string, got {name!r} ({type(name).__name__})")
     if not isinstance(solver, Solver):
         raise TypeError(f"register() takes a solver object (a samplax.solvers.Solver), got {type(solver).__name__}")
     if name in _built_in() or name in _REGISTERED:

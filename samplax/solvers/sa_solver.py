@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_choice
+from samplax.checks import check_choice, check_interval
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
@@ -102,9 +102,8 @@ class SASolver(FixedGridSolver):
         check_choice("corrector_order", self.corrector_order, range(0, MAX_ORDER + 1))
         if not self.tau >= 0:
             raise ValueError(f"tau must be >= 0, got {self.tau}")
-        interval = self.tau_interval
-        if interval is not None and not (len(interval) == 2 and 0 <= interval[0] < interval[1]):
-            raise ValueError(f"tau_interval must be (low, high) noise levels with 0 <= low < high, got {interval}")
+        if self.tau_interval is not None:
+            check_interval("SASolver.tau_interval (noise levels sigma / alpha)", self.tau_interval, infinite_high=True)
 
     @property
     def order(self) -> int:

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_choice
+from samplax.checks import check_choice, check_count
 from samplax.pytrees import static_field
 from samplax.schedules import Schedule
 from samplax.solvers.base import FixedGridSolver
@@ -111,9 +111,7 @@ class PredictorCorrector(FixedGridSolver):
         super().__post_init__()
         check_choice("predictor", self.predictor, PREDICTORS)
         check_choice("corrector", self.corrector, CORRECTORS)
-        steps = self.corrector_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"corrector_steps must be a positive integer, got {self.corrector_steps!r}")
+        check_count("PredictorCorrector.corrector_steps", self.corrector_steps)
         if not self.snr > 0:
             raise ValueError(f"snr must be positive, got {self.snr}")
 
