@@ -24,6 +24,7 @@ from samplax.samplers import (
     TuneInfo,
     bits_per_dim,
     classifier_free_guidance,
+    code,
     edit,
     fine_tune,
     gaussian_observation,

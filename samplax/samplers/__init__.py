@@ -3,6 +3,7 @@ noise sources of stochastic sampling, the gradient methods of sample() and what 
 enable (noise optimization, fine-tuning), and likelihoods through the probability-flow
 ODE."""
 
+from samplax.samplers.confident_editing import code
 from samplax.samplers.denoiser import Denoiser, KnownRegion, classifier_free_guidance
 from samplax.samplers.editing import edit
 from samplax.samplers.gradients import Backpropagation, Checkpointed, ExponentialAdjoint, ReversibleAdjoint
@@ -46,6 +47,7 @@ __all__ = [
     "TuneInfo",
     "bits_per_dim",
     "classifier_free_guidance",
+    "code",
     "edit",
     "fine_tune",
     "gaussian_observation",
