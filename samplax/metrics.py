@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "classifier_confidence",
     "classifier_features",
     "digits_frechet_distance",
     "frechet_distance",
@@ -47,6 +48,13 @@ def label_accuracy(images, labels, classifier=None) -> float:
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     logits = (classifier or _classifier())(images)
     return float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
+
+
+def classifier_confidence(images, classifier=None) -> np.ndarray:
+    """The classifier's (default: the shipped one's) probability of its most likely class,
+    per image: how clearly each image reads as some digit."""
+    logits = np.asarray((classifier or _classifier())(_images(images)), np.float64)
+    return 1.0 / np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)
 
 
 def classifier_features(images, classifier=None) -> np.ndarray:

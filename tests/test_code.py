@@ -3,7 +3,6 @@ and restoration of corrupted inputs towards the data."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import samplax as sx
