@@ -9,15 +9,34 @@ it is built rather than failing (or silently misbehaving) inside a compiled solv
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 
 import jax
 import numpy as np
 
 __all__ = [
-    "check_choice", "check_count", "check_fields", "check_flag", "check_interval", "check_path", "check_positive",
-    "check_real", "check_static_real",
+    "check_callable_as", "check_choice", "check_count", "check_fields", "check_flag", "check_interval", "check_path",
+    "check_positive", "check_real", "check_static_real",
 ]
+
+
+def check_callable_as(name: str, function, arguments: tuple[str, ...], keywords=(), call: str | None = None) -> None:
+    """A function of the user's (called `name` in messages) that samplax calls as
+    `call(*arguments, **keywords)`: callable, and (where its signature can be read) able
+    to take them."""
+    if not callable(function):
+        raise TypeError(f"{name} must be a function, got {type(function).__name__}")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(*arguments, **dict.fromkeys(keywords))
+    except TypeError as error:
+        listed = ", ".join([*arguments, *(f"{key}=..." for key in keywords)])
+        raise TypeError(f"{name} must be callable as {call or name}({listed}), but {error} (its signature is "
+                        f"{signature})") from None
 
 
 def check_choice(name: str, value, accepted) -> None:

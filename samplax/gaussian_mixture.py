@@ -116,11 +116,20 @@ class GaussianMixture:
         restricted to the unknown coordinates, with weights
         w_k N(y; mu_k[known], (s_k^2 + noise_std^2) I) renormalised."""
         self.check_parameters()
-        known = np.asarray(known, bool)
+        mask = np.asarray(known)
+        if mask.dtype != bool and not (np.issubdtype(mask.dtype, np.number) and np.all((mask == 0) | (mask == 1))):
+            raise ValueError(f"known must be a boolean (or 0/1) mask of shape ({self.dimension},), got {known!r}")
+        known = mask.astype(bool)
         if known.shape != (self.dimension,) or known.all() or not known.any():
             raise ValueError(f"known must be a boolean mask of shape ({self.dimension},) with both known and unknown "
                              f"coordinates, got {known.tolist()}")
+        check_positive("noise_std", noise_std, allow_zero=True)
+        if not isinstance(observed, (jax.Array, np.ndarray)) or jnp.shape(observed) != (self.dimension,):
+            raise ValueError(f"observed must be one full vector of shape ({self.dimension},) (only its known entries "
+                             f"are read), got {type(observed).__name__} of shape {jnp.shape(observed)}")
         y = jnp.asarray(observed)[known]
+        if not bool(jnp.all(jnp.isfinite(y))):
+            raise ValueError("observed holds NaN or inf at known coordinates")
         variances = self.stds**2 + noise_std**2
         squared = jnp.sum((y[None, :] - self.means[:, known]) ** 2, axis=1)
         log_weights = jnp.log(self.weights) - 0.5 * squared / variances - 0.5 * known.sum() * jnp.log(variances)

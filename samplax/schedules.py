@@ -200,6 +200,8 @@ class VPDiscrete(_VariancePreserving):
         and a noise-predicting network cannot give x0 there); 2^-24 is the value
         diffusers' Euler schedulers use. Networks are trained on it with v prediction."""
         check_positive("terminal_alpha_bar", terminal_alpha_bar)
+        if isinstance(self.log_alphas, jax.core.Tracer):
+            raise TypeError("rescaled_to_zero_terminal_snr() rescales a concrete table: call it outside jax.jit / grad")
         roots = np.exp(np.asarray(self.log_alphas, np.float64))
         floor = math.sqrt(terminal_alpha_bar)
         if not floor < roots[0]:

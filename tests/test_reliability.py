@@ -567,3 +567,69 @@ def test_numpy_integers_are_integers():
 def test_few_step_exponential_adjoint_warns():
     with pytest.warns(UserWarning, match="Checkpointed"):
         jax.grad(lambda n: jnp.sum(sx.sample(MODEL, "dpm++2m", n, steps=3, adjoint=sx.ExponentialAdjoint())[0]))(NOISE)
+
+
+_X = MIXTURE.sample(jax.random.key(5), 2)
+_MASK = jnp.array([1.0, 0.0, 1.0])
+_OBSERVATION = sx.gaussian_observation(lambda x: x[:, :2], jnp.ones((2, 2)), 0.1)
+
+
+def _posterior_sample(log_likelihood):
+    return sx.sample(sx.posterior_guidance(MODEL, log_likelihood), "dpm++2m", NOISE, steps=4)
+
+
+# A fifth trial (2026-12-07, the guidance, img2img, inpainting and posterior pieces):
+# (label, call, exception, text the message must contain).
+FIFTH_TRIAL_CASES = [
+    ("inpaint noise_source with a deterministic solver",
+     lambda: sx.inpaint(MODEL, "dpm++2m", _X, _MASK, key=KEY, steps=4, noise_source="brownian"), ValueError,
+     "deterministic"),
+    ("inpaint denoise_to_zero a string",
+     lambda: sx.inpaint(MODEL, "dpm++2m", _X, _MASK, key=KEY, steps=4, denoise_to_zero="yes"), TypeError,
+     "denoise_to_zero"),
+    ("inpaint mask a string", lambda: sx.inpaint(MODEL, "dpm++2m", _X, "left", key=KEY, steps=4), TypeError, "mask"),
+    ("inpaint mask None", lambda: sx.inpaint(MODEL, "dpm++2m", _X, None, key=KEY, steps=4), TypeError, "mask"),
+    ("posterior known fractional", lambda: MIXTURE.posterior(_X[0], [0.5, 1.0, 0.0]), ValueError, "known"),
+    ("posterior noise_std negative", lambda: MIXTURE.posterior(_X[0], [True, False, True], -0.5), ValueError,
+     "noise_std"),
+    ("posterior noise_std nan", lambda: MIXTURE.posterior(_X[0], [True, False, True], float("nan")), ValueError,
+     "noise_std"),
+    ("posterior noise_std a string", lambda: MIXTURE.posterior(_X[0], [True, False, True], "0.1"), TypeError,
+     "noise_std"),
+    ("posterior observed NaN", lambda: MIXTURE.posterior(_X[0].at[0].set(jnp.nan), [True, False, True]), ValueError,
+     "NaN"),
+    ("posterior observed too short", lambda: MIXTURE.posterior(_X[0, :2], [True, False, True]), ValueError,
+     "observed"),
+    ("posterior observed a batch", lambda: MIXTURE.posterior(_X[:1], [True, False, True]), ValueError, "observed"),
+    ("guidance on a mixture", lambda: sx.classifier_free_guidance(MIXTURE, {}, {}, 3.0), TypeError, "Denoiser"),
+    ("posterior guidance on a mixture", lambda: sx.posterior_guidance(MIXTURE, _OBSERVATION), TypeError, "Denoiser"),
+    ("observation a file name", lambda: sx.gaussian_observation(lambda x: x, "y.npy", 0.1), TypeError, "observed"),
+    ("observation of another shape",
+     lambda: _posterior_sample(sx.gaussian_observation(lambda x: x[:, :2], jnp.ones((2, 3)), 0.1)), ValueError,
+     "operator(data)"),
+    ("observation with NaN", lambda: sx.gaussian_observation(lambda x: x, jnp.full((2, 3), jnp.nan), 0.1),
+     ValueError, "NaN"),
+    ("log_likelihood of one argument", lambda: sx.posterior_guidance(MODEL, lambda d: -jnp.sum(d**2, axis=1)),
+     TypeError, "log_likelihood(data_prediction, alpha, sigma)"),
+    ("log_likelihood returning NaN",
+     lambda: _posterior_sample(lambda d, a, s: jnp.full(d.shape[:1], jnp.nan) * jnp.sum(d, 1)),
+     FloatingPointError, "log_likelihood"),
+    ("zero terminal SNR under jit",
+     lambda: jax.jit(lambda table: sx.schedules.VPDiscrete(table).rescaled_to_zero_terminal_snr().log_alphas)(
+         sx.schedules.VPDiscrete.ddpm_linear().log_alphas), TypeError, "concrete"),
+    ("noise of object dtype", lambda: sx.sample(MODEL, "dpm++2m", np.array([[1, 2, 3], [4, 5, None]], dtype=object),
+                                                steps=4), TypeError, "floating-point"),
+    ("reward of two arguments",
+     lambda: sx.optimize_noise(MODEL, "dpm++2m", NOISE, lambda x, y: -jnp.sum(x**2, 1), iterations=2, steps=4),
+     TypeError, "reward(samples)"),
+    ("Denoiser known a tuple", lambda: sx.Denoiser(MODEL.network, SCHEDULE, known=(_X, _MASK)), TypeError, "known"),
+    ("Denoiser posterior a function", lambda: sx.Denoiser(MODEL.network, SCHEDULE, posterior=_OBSERVATION), TypeError,
+     "posterior"),
+    ("pretrained model an integer", lambda: pretrained.denoiser(3), TypeError, "checkpoint path"),
+]
+
+
+@pytest.mark.parametrize("case", FIFTH_TRIAL_CASES, ids=[case[0] for case in FIFTH_TRIAL_CASES])
+def test_fifth_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)

@@ -55,6 +55,9 @@ def path(name: str) -> pathlib.Path:
 
 def load(name_or_path) -> tuple[nnx.Module, dict]:
     """A shipped model by name, or any model or training checkpoint by path: (module, config)."""
+    if not isinstance(name_or_path, (str, pathlib.PurePath)):
+        raise TypeError(f"give a shipped model name {NAMES} or a checkpoint path, got {name_or_path!r} "
+                        f"({type(name_or_path).__name__})")
     file = path(name_or_path) if name_or_path in NAMES else pathlib.Path(name_or_path)
     return load_model(file)
 

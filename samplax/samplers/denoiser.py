@@ -121,6 +121,10 @@ class Denoiser:
         if not isinstance(self.condition, dict) or not isinstance(self.unconditional, (dict, type(None))):
             raise TypeError(f"condition and unconditional must be dicts of network keyword arguments ({{}} for none), "
                             f"got {type(self.condition).__name__} and {type(self.unconditional).__name__}")
+        for name, value, kind, hint in (("known", self.known, KnownRegion, "sx.inpaint"),
+                                        ("posterior", self.posterior, PosteriorGuidance, "sx.posterior_guidance")):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{name} must be a {kind.__name__} or None (or use {hint}), got {type(value).__name__}")
         if not isinstance(self.guidance, Guidance):
             raise TypeError(f"guidance must be a guidance rule such as samplax.CFG(rescale=0.7) or samplax.APG(), "
                             f"got {self.guidance!r}")
@@ -351,6 +355,8 @@ def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: di
     """Classifier-free guidance (Ho & Salimans 2022): the guided model predicts
     uncond + scale (cond - uncond), evaluated as one batched network call, or combines the
     two by another rule (`guidance`: `CFG(rescale=...)`, `APG(...)`, with an `interval`)."""
+    if not isinstance(model, Denoiser):
+        raise TypeError(f"classifier_free_guidance(): model must be a samplax Denoiser, got {type(model).__name__}")
     if not isinstance(condition, dict) or not isinstance(unconditional, dict):
         raise TypeError(f"classifier_free_guidance(): condition and unconditional must be dicts of network keyword "
                         f"arguments ({{}} for none), got {type(condition).__name__} and {type(unconditional).__name__}")

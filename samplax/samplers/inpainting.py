@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_count
+from samplax.checks import check_count, check_flag
 from samplax.samplers.denoiser import Denoiser, KnownRegion
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import as_solver, check_batch, check_model, resolve_grid
@@ -33,6 +33,9 @@ __all__ = ["inpaint"]
 
 
 def _check_mask(mask, image) -> jax.Array:
+    if not isinstance(mask, (jax.Array, np.ndarray, int, float)):
+        raise TypeError(f"inpaint(): mask must be an array of 0s and 1s broadcasting against image {image.shape}, "
+                        f"got {type(mask).__name__}")
     mask = jnp.asarray(mask)
     try:
         np.broadcast_shapes(mask.shape, image.shape)
@@ -95,6 +98,9 @@ def inpaint(
     check_model(model, "inpaint", image, "image")
     mask = _check_mask(mask, image)
     resample, jump = check_count("resample", resample), check_count("jump", jump)
+    check_flag("denoise_to_zero", denoise_to_zero)
+    if noise_source is not None and not solver.stochastic:
+        raise ValueError(f"inpaint(): {solver!r} is deterministic: noise_source= applies to stochastic solvers only")
     schedule = model.schedule
     request = resolve_grid(schedule, solver, steps, grid, t_start, t_end)
     times = request.concrete(schedule)

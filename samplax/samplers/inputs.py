@@ -6,13 +6,12 @@ and check the model and the arrays, so that one mistake gives one message everyw
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.checks import check_real
+from samplax.checks import check_callable_as, check_real
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.noise import as_noise_source, sample_keys
 from samplax.schedules import Schedule
@@ -115,18 +114,7 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
 def _check_network_signature(model: Denoiser, workflow: str) -> None:
     """The network can be called as network(x, time, **condition), where its signature
     can be read (a network whose signature cannot is called as it is)."""
-    try:
-        signature = inspect.signature(model.network)
-    except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(None, None, **model.condition)
-    except TypeError as error:
-        keys = "".join(f", {key}=..." for key in model.condition)
-        raise TypeError(
-            f"{workflow}(): the network must be callable as network(x, time{keys}), but {error} "
-            f"(its signature is {signature})"
-        ) from None
+    check_callable_as(f"{workflow}(): the network", model.network, ("x", "time"), tuple(model.condition), "network")
 
 
 def check_key(name: str, key) -> None:
@@ -158,6 +146,8 @@ def check_batch(x, name: str, finite: bool = True) -> None:
     """A floating-point array with a leading batch axis (and, unless traced, finite)."""
     if not isinstance(x, (jax.Array, np.ndarray)):
         raise TypeError(f"{name} must be a jax or numpy array, got {type(x).__name__}; convert it with jnp.asarray")
+    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array, got numpy dtype {x.dtype}")
     if jnp.ndim(x) < 2:
         raise ValueError(f"{name} must have a leading batch axis, got shape {jnp.shape(x)}")
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from samplax.checks import check_count, check_positive
+from samplax.checks import check_callable_as, check_count, check_positive
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import as_solver, check_batch, check_key, check_model, check_sample_shape, check_shape
 from samplax.samplers.sampling import sample
@@ -74,11 +74,6 @@ def _check_value(name: str, value, shape: tuple[int, ...], meaning: str) -> None
         raise ValueError(f"{name} must return {meaning}, shape {shape}, got shape {jnp.shape(value)}")
 
 
-def _check_callable(name: str, function) -> None:
-    if not callable(function):
-        raise TypeError(f"{name} must be a function of the samples, got {type(function).__name__}")
-
-
 def _check_finite_record(name: str, values: jax.Array) -> None:
     """A reward or loss that became NaN or inf has spoiled every later update: say so
     rather than return its result."""
@@ -120,7 +115,7 @@ def optimize_noise(
     solver = _differentiable_solver(solver, "optimize_noise")
     check_batch(noise, "noise")
     check_model(model, "optimize_noise", noise, "noise")
-    _check_callable("reward", reward)
+    check_callable_as("reward", reward, ("samples",))
     _check_iterations(iterations, learning_rate)
     check_positive("typicality", typicality, allow_zero=True)
     optimizer = optax.adam(learning_rate)
@@ -196,8 +191,8 @@ def fine_tune(
     """
     solver = _differentiable_solver(solver, "fine_tune")
     check_model(model, "fine_tune")
-    _check_callable("loss", loss)
-    _check_callable("trainable", trainable)
+    check_callable_as("loss", loss, ("samples",))
+    check_callable_as("trainable", trainable, ("path",))
     shape = check_shape("shape", shape)
     check_sample_shape(model, shape, "shape")
     check_count("batch", batch)

@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from samplax.checks import check_flag, check_positive, check_real
+from samplax.checks import check_callable_as, check_flag, check_positive, check_real
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.guidance import PosteriorGuidance
 
@@ -26,7 +27,12 @@ __all__ = ["gaussian_observation", "posterior_guidance"]
 
 
 def _log_normal(operator, observed, noise_std, inflate, data, alpha, sigma):
-    residual = observed - operator(data)
+    predicted = operator(data)
+    if jnp.shape(predicted) != jnp.shape(observed):
+        raise ValueError(f"gaussian_observation(): operator(data) has shape {jnp.shape(predicted)} but observed has "
+                         f"shape {jnp.shape(observed)}; give one observation row per sample, shaped like the "
+                         "operator's output")
+    residual = observed - predicted
     variance = noise_std**2 + inflate * sigma**2 / (alpha**2 + sigma**2)
     variance = jnp.reshape(variance, (-1,) + (1,) * (residual.ndim - 1))
     return -0.5 * jnp.sum((residual**2 / variance).reshape(residual.shape[0], -1), axis=1)
@@ -44,6 +50,10 @@ def gaussian_observation(operator: Callable, observed: jax.Array, noise_std: flo
     mask, box down-sampling, any differentiable function); `observed` is batch first."""
     if not callable(operator):
         raise TypeError(f"operator must be a function of a batch of data, got {type(operator).__name__}")
+    if not isinstance(observed, (jax.Array, np.ndarray)):
+        raise TypeError(f"observed must be an array of observations, batch first, got {type(observed).__name__}")
+    if not isinstance(observed, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(observed))):
+        raise ValueError("gaussian_observation(): observed contains NaN or inf values")
     check_positive("noise_std (the observation noise; a small value for noiseless observations)", noise_std)
     check_positive("inflate", inflate, allow_zero=True)
     return jax.tree_util.Partial(_log_normal, jax.tree_util.Partial(operator), jnp.asarray(observed), noise_std,
@@ -57,10 +67,13 @@ def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0, *,
     its gradient per stage, or with `through_network=False` (FlowChef's gradient
     skipping) one plain evaluation."""
     check_flag("through_network", through_network)
+    if not isinstance(model, Denoiser):
+        raise TypeError(f"posterior_guidance(): model must be a samplax Denoiser, got {type(model).__name__}")
     if not callable(log_likelihood):
         raise TypeError(
             f"log_likelihood must be a function of the data prediction, got {type(log_likelihood).__name__}"
         )
+    check_callable_as("log_likelihood", log_likelihood, ("data_prediction", "alpha", "sigma"))
     check_real("scale", scale)
     if not isinstance(log_likelihood, jax.tree_util.Partial):
         log_likelihood = jax.tree_util.Partial(log_likelihood)

@@ -131,6 +131,11 @@ def _check_output(result, what, model, start=None):
                 f"{what} produced NaN or inf values because the network returned NaN or inf at the first "
                 f"evaluation (t={float(t):g}, on finite input): the network is at fault, not the solver"
             )
+    if model.posterior is not None:
+        raise FloatingPointError(
+            f"{what} produced NaN or inf values under posterior guidance: check that its log_likelihood and its "
+            "gradient are finite on the data predictions, lower its scale, or give more steps"
+        )
     raise FloatingPointError(
         f"{what} produced NaN or inf values; try more steps, a lower-order solver, "
         "lower_order_final=True, or a t_end further from 0"
