@@ -286,7 +286,8 @@ def tune_grid(
     check_key("key", key)
     if not isinstance(solver, FixedGridSolver):
         hint = " (fit 'heun' and sample with it instead)" if solver.reversible else ""
-        raise ValueError(f"tune_grid fits solvers that run a plan through the engine; {solver!r} does not{hint}")
+        raise ValueError(f"tune_grid fits the times of a fixed-grid solver (one that runs a plan through the engine); "
+                         f"{solver!r} is not one{hint}")
     if solver.stochastic:
         raise ValueError(f"tune_grid fits the grid of a deterministic solver (the loss compares fixed "
                          f"trajectories); {solver!r} is stochastic")
