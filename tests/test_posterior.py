@@ -24,18 +24,23 @@ def test_a_flat_likelihood_changes_nothing():
 
 # DDPM's ancestral steps lose variance at few steps (they ignore the spread of x0 given
 # x_t), so it is run with more.
-@pytest.mark.parametrize("solver, steps, options", [("dpm++2m", 40, {}), ("ddpm", 400, {"key": jax.random.key(4)})])
-def test_inflated_observation_samples_the_exact_posterior_of_a_unit_gaussian(solver, steps, options):
+@pytest.mark.parametrize("solver, steps, options, through_network", [
+    ("dpm++2m", 40, {}, True), ("ddpm", 400, {"key": jax.random.key(4)}, True), ("dpm++2m", 40, {}, False),
+])
+def test_inflated_observation_samples_the_exact_posterior_of_a_unit_gaussian(solver, steps, options,
+                                                                             through_network):
     """For a N(m, I) prior, x0 given x_t is N(D(x_t), r^2 I) with r^2 = sigma^2 / (alpha^2 +
     sigma^2) exactly, so gaussian_observation's likelihood (inflate=1) is p(y | x_t) itself
     and the guided solve samples the exact posterior: known coordinates
-    N((y / s_y^2 + m) / (1 / s_y^2 + 1), 1 / (1 / s_y^2 + 1)), the unknown one N(m, 1)."""
+    N((y / s_y^2 + m) / (1 / s_y^2 + 1), 1 / (1 / s_y^2 + 1)), the unknown one N(m, 1).
+    Gradient skipping is exact too: its Jacobian alpha / (alpha^2 + sigma^2) is this prior's."""
     mean = jnp.array([0.5, -0.3, 0.2])
     prior = sx.GaussianMixture(mean[None], jnp.ones(1), jnp.ones(1))
     samples = 4096
     observed = jnp.broadcast_to(jnp.array([1.2, 0.4, 0.0]), (samples, 3))
     guided = sx.posterior_guidance(prior.denoiser(SCHEDULE, "noise"),
-                                   sx.gaussian_observation(lambda data: data * MASK, observed, NOISE_STD))
+                                   sx.gaussian_observation(lambda data: data * MASK, observed, NOISE_STD),
+                                   through_network=through_network)
     noise = jax.random.normal(jax.random.key(1), (samples, 3))
     result, _ = sx.sample(guided, solver, noise, steps=steps, denoise_to_zero=True, **options)
     precision = 1.0 / NOISE_STD**2 + 1.0
@@ -81,16 +86,16 @@ def _pull_towards_target(data, alpha, sigma):
 def test_the_guided_predictions_add_the_gradient_to_the_score(through_network):
     """data' = D + s sigma^2 / alpha g and noise' = eps - s sigma g, where g is the
     log-likelihood's gradient through the network (J^T grad) or, skipping it (FlowChef),
-    with respect to D itself; on a rectified flow and a diffusion schedule."""
+    alpha / (alpha^2 + sigma^2) times the gradient with respect to D; on a rectified flow
+    and a diffusion schedule."""
     for schedule, t in ((sx.schedules.RectifiedFlow(), 0.6), (SCHEDULE, 0.4)):
         model = sx.GaussianMixture.random(1, 3, 3).denoiser(schedule, "velocity" if schedule.is_flow else "noise")
         guided = sx.posterior_guidance(model, _pull_towards_target, 0.7, through_network=through_network)
         x = jax.random.normal(jax.random.key(2), (2, 3))
         data, pullback = jax.vjp(lambda x, model=model, t=t: model.data(x, t), x)
         gradient = -2.0 * (data - TARGET)
-        if through_network:
-            gradient = pullback(gradient)[0]
         alpha, sigma = schedule.alpha(t), schedule.sigma(t)
+        gradient = pullback(gradient)[0] if through_network else alpha / (alpha**2 + sigma**2) * gradient
         np.testing.assert_allclose(guided.data(x, t), data + 0.7 * sigma**2 / alpha * gradient, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(guided.noise(x, t), model.noise(x, t) - 0.7 * sigma * gradient, rtol=1e-5,
                                    atol=1e-6)

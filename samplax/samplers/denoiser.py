@@ -282,8 +282,8 @@ class Denoiser:
 
     def _posterior_pair(self, options, x, features):
         """(data, noise) with the posterior guidance's gradient (through the network, or
-        with respect to the data prediction) added to the score; the data correction
-        sigma^2 / alpha is left out where alpha = 0 (a flow's pure noise)."""
+        skipping it) added to the score; the data correction sigma^2 / alpha is left out
+        where alpha = 0 (a flow's pure noise)."""
         def log_likelihood(data):
             return jnp.sum(self.posterior.log_likelihood(data, features["alpha"], features["sigma"]))
 
@@ -291,12 +291,13 @@ class Denoiser:
             data, noise = self._pair(x, features, self._output(x, features, options)[0])
             return log_likelihood(data), (data, noise)
 
+        alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
         if self.posterior.through_network:
             gradient, (data, noise) = jax.grad(objective, has_aux=True)(x)
         else:
             data, noise = self._pair(x, features, self._output(x, features, options)[0])
-            gradient = jax.grad(log_likelihood)(data)
-        alpha, sigma = broadcast_to_batch(features["alpha"], x), broadcast_to_batch(features["sigma"], x)
+            # dD/dx taken as alpha / (alpha^2 + sigma^2) I, the unit Gaussian's (see PosteriorGuidance).
+            gradient = alpha / (alpha**2 + sigma**2) * jax.grad(log_likelihood)(data)
         scale = self.posterior.scale
         data = data + jnp.where(alpha > 0, scale * sigma**2 / jnp.where(alpha > 0, alpha, 1), 0) * gradient
         return data, noise - scale * sigma * gradient

@@ -165,11 +165,15 @@ class PosteriorGuidance:
     al. 2023, "Diffusion Posterior Sampling for General Noisy Inverse Problems"); with a
     classifier's log p(label | D), classifier guidance from the data prediction.
 
-    With `through_network=False` the gradient is taken with respect to the data
-    prediction itself, as if dD/dx were the identity: FlowChef's gradient skipping (Patel
-    et al. 2024, "Steering Rectified Flow Models in the Vector Field for Controlled Image
-    Generation"), which needs no backpropagation through the network, so a stage costs one
-    plain evaluation.
+    With `through_network=False` the network's Jacobian dD/dx is not computed but taken
+    as alpha / (alpha^2 + sigma^2) I: FlowChef's gradient skipping (Patel et al. 2024,
+    "Steering Rectified Flow Models in the Vector Field for Controlled Image Generation"),
+    which needs no backpropagation through the network, so a stage costs one plain
+    evaluation. FlowChef takes the identity, right at the data end of a flow (alpha = 1,
+    sigma = 0); the factor is the Jacobian of a unit Gaussian's denoiser, equal to the
+    identity there, exact for that prior at every noise level, and vanishing at pure
+    noise, where the identity would multiply the data correction by sigma^2 / alpha and
+    make diffusion schedules (alpha ~ 0.007 at t_max) diverge.
 
     Attributes:
         log_likelihood: a `jax.tree_util.Partial` (so that its parameters are leaves),
