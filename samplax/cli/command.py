@@ -12,16 +12,19 @@ import jax
 from samplax.cli import outdir
 from samplax.cli.config import RunConfig, from_arguments, with_model
 from samplax.cli.editing import run_edit
+from samplax.cli.img2img import run_img2img
 from samplax.cli.inversion import run_invert
 from samplax.cli.model import Model
 from samplax.cli.options import UsageError, parser
 from samplax.cli.records import write_run_record
+from samplax.cli.restoration import run_restore
 from samplax.cli.sampling import run_sample
 
 __all__ = ["main"]
 
 PROG = "samplax-sample"
-RUNNERS = {"sample": run_sample, "invert": run_invert, "edit": run_edit}
+RUNNERS = {"sample": run_sample, "invert": run_invert, "edit": run_edit, "img2img": run_img2img,
+           "restore": run_restore}
 
 
 def _start_distributed(config: RunConfig) -> None:

@@ -14,10 +14,11 @@ import dataclasses
 import pathlib
 
 from samplax import schedules, solvers
+from samplax.cli.masks import regenerated_region
 from samplax.cli.model import Model
-from samplax.cli.options import DEFAULTS, SOLVER_SETTINGS, UNCONDITIONAL, UsageError, parse_seeds
+from samplax.cli.options import DEFAULTS, METHODS, SOLVER_SETTINGS, UNCONDITIONAL, UsageError, parse_seeds
 from samplax.models import pretrained
-from samplax.samplers import editing
+from samplax.samplers import editing, img2img
 from samplax.samplers.inputs import end_points
 from samplax.solvers.grids import GRIDS
 
@@ -36,6 +37,8 @@ class RunConfig:
 
     invert: tuple[str, ...] | None
     edit: tuple[str, ...] | None
+    init_image: tuple[str, ...] | None
+    restore: tuple[str, ...] | None
     model: str
     solver: str | None
     steps: int | None  # None for adaptive solvers, which choose their own
@@ -47,6 +50,15 @@ class RunConfig:
     diffusion: float | None
     snr: float | None
     noise_source: str | None
+    strength: float | None  # None unless --init-image without --mask, or --restore --method code
+    mask: str | None
+    resample: int | None  # None unless --init-image with --mask, like jump
+    jump: int | None
+    method: str | None  # None unless --restore, like the options below
+    downsample: int | None
+    noise_std: float | None
+    likelihood_scale: float | None
+    langevin_steps: int | None
     guidance_scale: float | None  # None until with_model sets the default for the model
     label: int | str | None
     source_label: int | str | None
@@ -66,13 +78,13 @@ class RunConfig:
 
     @property
     def mode(self) -> str:
-        """ "sample", "invert" or "edit"."""
-        return "edit" if self.edit else "invert" if self.invert else "sample"
+        """ "sample", "invert", "edit", "img2img" (--init-image) or "restore"."""
+        return _mode(self)
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        """The INPUTs of --invert or --edit (empty when sampling)."""
-        return self.edit or self.invert or ()
+        """The INPUTs of the mode (empty when sampling)."""
+        return self.edit or self.invert or self.init_image or self.restore or ()
 
     def arguments(self) -> dict:
         """The resolved value of every option, keyed like the argparse namespace (run.json)."""
@@ -88,34 +100,79 @@ def default_solver(schedule, mode: str = "sample") -> str:
 
     Returns:
         "dpm++2m" for diffusion. For flows, whose log-SNR is infinite at both ends of the
-        path (exponential integrators need t inside (0, 1)): "euler" for sampling and
-        "rf-solver-2" (second order, as RF-Edit uses) for inversion and editing.
+        path (exponential integrators need t inside (0, 1)): "euler" for sampling, img2img
+        and restoration, and "rf-solver-2" (second order, as RF-Edit uses) for inversion
+        and editing.
     """
     if isinstance(schedule, str):
         schedule = schedules.get(schedule)
     if schedule.is_flow:
-        return "euler" if mode == "sample" else "rf-solver-2"
+        return "rf-solver-2" if mode in ("invert", "edit") else "euler"
     return "dpm++2m"
 
 
-def _mode(args: argparse.Namespace) -> str:
-    return "edit" if args.edit else "invert" if args.invert else "sample"
+# Each mode besides sampling: the option that selects it (its INPUTs) and that option's field.
+MODE_OPTIONS = {"invert": ("--invert", "invert"), "edit": ("--edit", "edit"),
+                "img2img": ("--init-image", "init_image"), "restore": ("--restore", "restore")}
+
+
+def _mode(options) -> str:
+    """The mode of parsed options or of a RunConfig: the mode option given, else "sample"."""
+    return next((mode for mode, (_, field) in MODE_OPTIONS.items() if getattr(options, field)), "sample")
 
 
 def _check_mode_options(args: argparse.Namespace, mode: str) -> None:
-    """Refuse options given in a mode they do not apply to."""
+    """Refuse options given in a mode (or with a --method) they do not apply to."""
+    code = mode == "restore" and args.method == "code"
+    inpainting = mode == "img2img" and args.mask is not None
+    not_sampling = "sampling, not " + MODE_OPTIONS.get(mode, ("",))[0]
     misplaced = [
         ("--source-label", args.source_label is not None, mode != "edit", "--edit"),
         ("--inject", args.inject is not None, mode != "edit", "--edit"),
         ("--reversible", args.reversible, mode != "invert", "--invert"),
-        ("--dark-ink", args.dark_ink, mode == "sample", "--invert and --edit"),
-        ("--seeds", args.seeds is not None, mode != "sample", "sampling, not --" + mode),
-        ("--resume", args.resume, mode != "sample", "sampling, not --" + mode),
-        ("--distributed", args.distributed, mode != "sample", "sampling, not --" + mode),
+        ("--dark-ink", args.dark_ink, mode == "sample", "--invert, --edit, --init-image and --restore"),
+        ("--seeds", args.seeds is not None, mode != "sample", not_sampling),
+        ("--resume", args.resume, mode != "sample", not_sampling),
+        ("--distributed", args.distributed, mode != "sample", not_sampling),
+        ("--strength", args.strength is not None, not (mode == "img2img" and not inpainting or code),
+         "--init-image without --mask (inpainting runs the whole grid) and --restore --method code"),
+        ("--mask", args.mask is not None, mode not in ("img2img", "restore") or code,
+         "--init-image and --restore with --method flowchef or dps"),
+        ("--resample", args.resample is not None, not inpainting, "--init-image with --mask"),
+        ("--jump", args.jump is not None, not inpainting, "--init-image with --mask"),
+        ("--method", args.method is not None, mode != "restore", "--restore"),
+        ("--downsample", args.downsample is not None, mode != "restore" or code,
+         "--restore with --method flowchef or dps"),
+        ("--noise-std", args.noise_std is not None, mode != "restore" or code,
+         "--restore with --method flowchef or dps (CODE is blind to the degradation)"),
+        ("--likelihood-scale", args.likelihood_scale is not None, mode != "restore" or code,
+         "--restore with --method flowchef or dps"),
+        ("--langevin-steps", args.langevin_steps is not None, not code, "--restore --method code"),
     ]
     for option, given, wrong_mode, allowed in misplaced:
         if given and wrong_mode:
             raise UsageError(f"{option} applies to {allowed} only")
+
+
+def _editing_defaults(args: argparse.Namespace, mode: str) -> dict:
+    """The defaults of the --init-image and --restore options in the mode (None elsewhere)."""
+    code = mode == "restore" and (args.method or METHODS[0]) == "code"
+    inpainting = mode == "img2img" and args.mask is not None
+    guided = mode == "restore" and not code
+
+    def default(name, applies):
+        value = getattr(args, name)
+        return (DEFAULTS[name] if value is None else value) if applies else None
+
+    return {
+        "strength": default("strength", mode == "img2img" and not inpainting or code),
+        "resample": default("resample", inpainting),
+        "jump": default("jump", inpainting),
+        "method": (args.method or METHODS[0]) if mode == "restore" else None,
+        "noise_std": default("noise_std", guided),
+        "likelihood_scale": default("likelihood_scale", guided),
+        "langevin_steps": default("langevin_steps", code),
+    }
 
 
 def _resolved(args: argparse.Namespace, mode: str) -> RunConfig:
@@ -125,8 +182,9 @@ def _resolved(args: argparse.Namespace, mode: str) -> RunConfig:
     seeds = (args.seeds or parse_seeds(DEFAULTS["seeds"])) if mode == "sample" else None
     inject = (args.steps if args.inject is None else args.inject) if mode == "edit" else None
     values.update(
-        invert=None if args.invert is None else tuple(args.invert),
-        edit=None if args.edit is None else tuple(args.edit),
+        **{name: None if getattr(args, name) is None else tuple(getattr(args, name))
+           for name in ("invert", "edit", "init_image", "restore")},
+        **_editing_defaults(args, mode),
         model=args.model or default_model,
         guidance_scale=args.guidance_scale,  # None: the default, which depends on the model (with_model)
         seeds=None if seeds is None else tuple(seeds),
@@ -164,6 +222,7 @@ def _check_values(config: RunConfig, args: argparse.Namespace) -> None:
         raise UsageError("--edit needs --label, the target class")
     if config.mode == "edit" and config.inject > config.steps:
         raise UsageError(f"--inject must lie in 0-{config.steps} (--steps), got {config.inject}")
+    _check_editing_values(config)
     if config.reversible and config.solver is not None:
         raise UsageError("--reversible chooses its own solver (reversible Heun); drop --solver")
     if not config.distributed and any(v is not None for v in (args.coordinator_address, args.num_processes,
@@ -171,6 +230,34 @@ def _check_values(config: RunConfig, args: argparse.Namespace) -> None:
         raise UsageError("--coordinator-address, --num-processes and --process-id need --distributed")
     if config.resume and config.force:
         raise UsageError("--resume finishes the run in --outdir, --force starts it afresh: give one of them")
+
+
+def _check_editing_values(config: RunConfig) -> None:
+    """The values of the --init-image and --restore options (those that do not apply are None)."""
+    if config.strength is not None:
+        try:
+            img2img.begin_index(config.steps, config.strength)
+        except ValueError as error:
+            raise UsageError(f"--strength: {error}") from None
+    if config.mask is not None:
+        try:
+            regenerated_region(config.mask, pretrained.IMAGE_SHAPE)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    if config.mask is not None and config.downsample is not None:
+        raise UsageError("--restore observes either the pixels outside --mask or --downsample's box averages: "
+                         "give one of them")
+    height, width = pretrained.IMAGE_SHAPE[:2]
+    if config.downsample is not None and (config.downsample < 2 or height % config.downsample
+                                          or width % config.downsample):
+        divisors = [f for f in range(2, min(height, width) + 1) if height % f == 0 and width % f == 0]
+        raise UsageError(f"--downsample must be a factor > 1 that divides the {height}x{width} images "
+                         f"({', '.join(map(str, divisors))}), got {config.downsample}")
+    if config.noise_std is not None and config.noise_std <= 0:
+        raise UsageError(f"--noise-std must be > 0 (a small value for an observation without noise), "
+                         f"got {config.noise_std}")
+    if config.likelihood_scale is not None and config.likelihood_scale < 0:
+        raise UsageError(f"--likelihood-scale must be >= 0, got {config.likelihood_scale}")
 
 
 def from_arguments(args: argparse.Namespace) -> RunConfig:
@@ -198,10 +285,16 @@ def _choose_solver(config: RunConfig, model: Model):
     else:
         name = config.solver or default_solver(model.schedule, config.mode)
     solver = solvers.get(name)
+    option = MODE_OPTIONS.get(config.mode, ("",))[0]
     if solver.adaptive and config.mode != "sample":
-        raise UsageError(f"--solver {name} is adaptive; --invert and --edit need a fixed-grid solver")
-    if solver.stochastic and config.mode != "sample":
-        raise UsageError(f"--solver {name} is stochastic; --invert and --edit run the probability-flow ODE")
+        raise UsageError(f"--solver {name} is adaptive; {option} needs a fixed-grid solver")
+    along_the_ode = config.mode in ("invert", "edit") or config.method == "code"
+    if solver.stochastic and along_the_ode:
+        raise UsageError(f"--solver {name} is stochastic; {option}{' --method code' * (config.method == 'code')} "
+                         "runs the probability-flow ODE")
+    if solver.reversible and config.mode in ("img2img", "restore"):
+        raise UsageError(f"--solver {name} is reversible (it carries a companion state); {option} needs another "
+                         "fixed-grid solver")
     solver = _with_settings(config, name, solver)
     if config.mode == "edit":
         try:
@@ -264,7 +357,9 @@ def with_model(config: RunConfig, model: Model):
     """
     _check_labels(config, model)
     if config.guidance_scale is None:  # guidance by default only where there is a label to guide towards
-        guided = config.mode == "sample" and model.conditional and config.label != UNCONDITIONAL
+        labelled = config.label not in (None, UNCONDITIONAL)
+        guided = model.conditional and (config.mode == "sample" and config.label != UNCONDITIONAL
+                                        or config.mode == "img2img" and labelled)
         config = dataclasses.replace(config, guidance_scale=DEFAULTS["sample_guidance_scale"] if guided else 1.0)
     name, solver = _choose_solver(config, model)
     try:

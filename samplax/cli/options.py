@@ -10,8 +10,8 @@ import math
 from samplax.models import pretrained
 
 __all__ = [
-    "DEFAULTS", "MAX_SEEDS", "UNCONDITIONAL", "USAGE", "OneLineParser", "UsageError", "format_seeds", "parse_seeds",
-    "parser",
+    "DEFAULTS", "MAX_SEEDS", "METHODS", "UNCONDITIONAL", "USAGE", "OneLineParser", "UsageError", "format_seeds",
+    "parse_seeds", "parser",
 ]
 
 USAGE = """\
@@ -24,6 +24,9 @@ or edit them.
     samplax-sample --model outputs/my-model.msgpack --seeds 0,5,10-20 --outdir mine
     samplax-sample --edit digits:3:0-5 --label 8 --outdir three-to-eight
     samplax-sample --model digits-flow --invert threes/000003.png --label 3 --reversible --outdir inverted
+    samplax-sample --model digits-flow --init-image digits:3:0-7 --strength 0.5 --label 8 --outdir img2img
+    samplax-sample --model digits-flow --init-image digits:3:0-7 --mask left --outdir inpainted
+    samplax-sample --model digits-flow --restore low/*.png --downsample 2 --steps 20 --outdir restored
 
 Sampling: each sample's noise comes from its own seed (`fold_in(PRNGKey(0), seed)`), so
 sample `i` is the same whatever the batch size, device count or process count. The batch
@@ -38,11 +41,18 @@ back: OUTDIR/noise.npz, OUTDIR/{name}.png (the round trip), grid.png and run.jso
 the round-trip errors). Editing (--edit INPUT... --label TARGET) inverts each image under
 its source class and regenerates it under the target class, sharing attention values
 (RF-Edit, `samplax.edit`): OUTDIR/{name}.png, grid.png (sources beside results), run.json.
+img2img (--init-image INPUT... --strength S) noises each input to where the last
+floor(S * steps) steps of the grid begin and solves from there (SDEdit); with --mask it
+regenerates the masked region around the rest (inpainting). Restoration (--restore
+INPUT... --method flowchef|dps|code) takes each input as an observation: its pixels
+outside --mask, its --downsample box averages, or all of it (denoising). Both write
+OUTDIR/{name}.png, grid.png and run.json.
 An INPUT is an image file, a .npy array in [-1, 1], or digits:LABEL[:INDICES] (held-out
 scikit-learn digits of one class).
 """
 
-DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64}
+DEFAULTS = {"steps": 15, "sample_guidance_scale": 2.0, "seeds": "0-63", "batch_size": 64, "strength": 0.6,
+            "resample": 1, "jump": 1, "noise_std": 0.05, "likelihood_scale": 4.0, "langevin_steps": 10}
 UNCONDITIONAL = "none"  # the --label value that asks for no class
 # The most seeds of one run: grid.png holds every sample, upscaled, in memory (4 KiB each,
 # 400 MiB at the limit), and the seeds are held as a list; split larger runs over folders.
@@ -158,6 +168,41 @@ def _add_mode_options(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--edit", nargs="+", metavar="INPUT",
                       help="edit these images from --source-label to --label "
                       "(RF-Edit; needs a class-conditional flow model)")
+    mode.add_argument("--init-image", nargs="+", metavar="INPUT",
+                      help="img2img: noise these images part of the way (--strength) and sample them back "
+                      "(SDEdit), or with --mask regenerate the masked region (inpainting)")
+    mode.add_argument("--restore", nargs="+", metavar="INPUT",
+                      help="restore these degraded images (--method; --mask, --downsample or neither for "
+                      "missing pixels, low resolution or noise)")
+
+
+METHODS = ("flowchef", "dps", "code")  # --restore's methods; the first is the default
+
+
+def _add_editing_options(p: argparse.ArgumentParser) -> None:
+    """The options of --init-image and --restore."""
+    p.add_argument("--strength", type=_finite, default=None,
+                   help="--init-image: the fraction of the grid's steps that is run, in (0, 1]; --restore "
+                   f"--method code: the same, for the level CODE inverts to (default: {DEFAULTS['strength']})")
+    p.add_argument("--mask", default=None,
+                   help="--init-image/--restore: the region regenerated (missing): left, right, top, bottom, "
+                   "random:FRACTION, or an image/.npy file, white or 1 where regenerated")
+    p.add_argument("--resample", type=_positive, default=None,
+                   help="--init-image with --mask: RePaint's r, solves of each block of --jump intervals (default: 1)")
+    p.add_argument("--jump", type=_positive, default=None,
+                   help="--init-image with --mask: RePaint's j, intervals noised back up per block (default: 1)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="--restore: flowchef (posterior guidance without the network's gradient), dps (with it) or "
+                   f"code (blind: invert, Langevin steps, regenerate) (default: {METHODS[0]})")
+    p.add_argument("--downsample", type=_positive, default=None,
+                   help="--restore: the inputs are observed as FACTOR x FACTOR box averages (super-resolution)")
+    p.add_argument("--noise-std", type=_finite, default=None,
+                   help=f"--restore: the observation noise's standard deviation (default: {DEFAULTS['noise_std']})")
+    p.add_argument("--likelihood-scale", type=_finite, default=None,
+                   help="--restore (flowchef, dps): the weight of the observation's log-likelihood gradient "
+                   f"(default: {DEFAULTS['likelihood_scale']})")
+    p.add_argument("--langevin-steps", type=_non_negative, default=None,
+                   help=f"--restore --method code: Langevin steps at the level (default: {DEFAULTS['langevin_steps']})")
 
 
 # Options that set a field of the stochastic solvers: option -> (field, help).
@@ -197,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
                    "(default: logsnr for diffusion, uniform for flow)")
     p.add_argument("--t-end", type=_finite, default=None, help="final time (default: the schedule's t_min)")
     _add_stochastic_options(p)
+    _add_editing_options(p)
     p.add_argument("--guidance-scale", type=_finite, default=None,
                    help=f"classifier-free guidance weight, 1 for none (default: {DEFAULTS['sample_guidance_scale']} "
                    "for sampling, 1 with --invert/--edit)")

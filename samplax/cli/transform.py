@@ -1,5 +1,6 @@
-"""What --invert and --edit share: reading the inputs, one class per input, running a step
-over the inputs in batches, and writing one PNG per input and the pairs mosaic."""
+"""What the modes with INPUTs share: reading the inputs, one class and one key per input,
+running a step over the inputs in batches, and writing one PNG per input and the pairs
+mosaic."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from samplax.cli.batches import in_batches, progress
@@ -17,7 +19,9 @@ from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL, UsageError
 from samplax.cli.outdir import Folder
 
-__all__ = ["input_labels", "over_inputs", "read", "write_results"]
+__all__ = ["INPUT_SEED", "input_keys", "input_labels", "over_inputs", "read", "write_results"]
+
+INPUT_SEED = 0  # input i draws its noise from fold_in(key(INPUT_SEED), i)
 
 
 def read(config: RunConfig, model: Model) -> Inputs:
@@ -52,6 +56,12 @@ def input_labels(option: str, given, inputs: Inputs, model: Model) -> np.ndarray
             "--edit needs --source-label, the class of the input images (only digits:LABEL inputs carry one)"
         )
     return np.asarray([null if label is None else label for label in inputs.labels], np.int32)
+
+
+def input_keys(count: int) -> jax.Array:
+    """One key per input, `fold_in(key(INPUT_SEED), i)` for input i: the noise of
+    --init-image and --restore, the same for an input whatever the batch size."""
+    return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(INPUT_SEED), i))(jnp.arange(count))
 
 
 def over_inputs(config: RunConfig, inputs: Inputs, step: Callable):
