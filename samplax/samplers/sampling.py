@@ -19,6 +19,7 @@ from samplax.checks import check_flag
 from samplax.samplers import reversible
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.gradients import Backpropagation, GradientMethod, as_gradient_method
+from samplax.samplers.guidance import CFG
 from samplax.samplers.info import Info
 from samplax.samplers.inputs import as_solver, check_batch, check_model, end_points, noise_keys, resolve_grid
 from samplax.solvers.engine import run_plan
@@ -127,6 +128,14 @@ def _check_output(result, what, model, start=None):
     if start is not None:
         x, t = start
         if not bool(jnp.all(jnp.isfinite(model.output(x, t)))):
+            rule, plain = model.guidance, dataclasses.replace(model, guidance=CFG())
+            if rule != CFG() and bool(jnp.all(jnp.isfinite(plain.output(x, t)))):
+                raise FloatingPointError(
+                    f"{what} produced NaN or inf values because the guidance rule {rule!r} did at the first "
+                    f"evaluation (t={float(t):g}) while plain guidance is finite there: a rule in {rule.space!r} "
+                    "space converts the output to that prediction and back, which needs alpha and sigma > 0 "
+                    "(a flow has alpha = 0 at t=1); use space='output' there"
+                )
             raise FloatingPointError(
                 f"{what} produced NaN or inf values because the network returned NaN or inf at the first "
                 f"evaluation (t={float(t):g}, on finite input): the network is at fault, not the solver"
