@@ -34,6 +34,9 @@ class GaussianMixture:
     weights: jax.Array
 
     def __post_init__(self):
+        for name in ("means", "stds", "weights"):
+            if isinstance(getattr(self, name), (list, tuple)):  # nested lists of numbers, as written by hand
+                object.__setattr__(self, name, jnp.asarray(getattr(self, name), jnp.result_type(float)))
         means, stds, weights = (np.shape(self.means), np.shape(self.stds), np.shape(self.weights))
         if len(means) != 2 or stds != means[:1] or weights != means[:1]:
             raise ValueError(
@@ -205,6 +208,9 @@ class GaussianMixture:
         from t = 1 or to t = 0)."""
         self.check_parameters()
         self._check_flow_inputs(x_start, schedule)
+        check_real("t_start", t_start)
+        check_real("t_end", t_end)
+        schedule.check_times(t_start, t_end)
         with jax.enable_x64(True):
             lambda_start = schedule.lambda_(jnp.float64(t_start))
             lambda_end = schedule.lambda_(jnp.float64(t_end))

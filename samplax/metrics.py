@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from samplax.checks import check_count, check_positive
+
 __all__ = [
     "classifier_confidence",
     "classifier_features",
@@ -37,7 +39,23 @@ def _images(images) -> jax.Array:
     images = jnp.asarray(images, jnp.float32)
     if images.ndim != 4 or images.shape[1:] != (8, 8, 1):
         raise ValueError(f"images must be (batch, 8, 8, 1) digits in [-1, 1], got shape {images.shape}")
+    if not bool(jnp.all(jnp.isfinite(images))):
+        raise ValueError("images contain NaN or inf values")
+    # Samples may overshoot [-1, 1], strongly guided ones by a few units; beyond 10 they are
+    # pixels in [0, 255] (or a diverged solve).
+    if float(jnp.max(jnp.abs(images))) > 10.0:
+        raise ValueError(f"images must be digits in [-1, 1] (pixel / 127.5 - 1), got values up to "
+                         f"{float(jnp.max(jnp.abs(images))):.4g}")
     return images
+
+
+def _points(name: str, points) -> np.ndarray:
+    points = np.asarray(points, np.float64)
+    if points.ndim != 2 or points.shape[0] < 1:
+        raise ValueError(f"{name} must be an (n, d) array of at least one point, got shape {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError(f"{name} contains NaN or inf values")
+    return points
 
 
 def label_accuracy(images, labels, classifier=None) -> float:
@@ -46,6 +64,8 @@ def label_accuracy(images, labels, classifier=None) -> float:
     labels = np.asarray(labels)
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
     logits = (classifier or _classifier())(images)
     return float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
 
@@ -65,8 +85,8 @@ def classifier_features(images, classifier=None) -> np.ndarray:
 def frechet_distance(features_a, features_b) -> float:
     """Squared Frechet distance between Gaussians fitted to two feature sets:
     |mu_a - mu_b|^2 + tr(C_a + C_b - 2 (C_a^1/2 C_b C_a^1/2)^1/2), in float64."""
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    a, b = _points("features_a", features_a), _points("features_b", features_b)
+    if a.shape[1] != b.shape[1]:
         raise ValueError(f"features must be (n, d) arrays with the same d, got {a.shape} and {b.shape}")
     if min(a.shape[0], b.shape[0]) < 2:
         raise ValueError("each feature set needs at least 2 rows")
@@ -102,11 +122,12 @@ def sliced_wasserstein(x, y, projections: int = 256, p: int = 2, seed: int = 0) 
     p-Wasserstein distance of their 1-D projections on random unit directions, averaged
     over directions (as the p-th power) and returned as its p-th root. Unequal sample
     sizes are compared through their quantile functions on a common grid."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+    x, y = _points("x", x), _points("y", y)
+    if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (n, d) arrays with the same d, got {x.shape} and {y.shape}")
-    if projections < 1 or p < 1:
-        raise ValueError(f"projections and p must be positive, got {projections} and {p}")
+    check_count("projections", projections)
+    check_positive("p", p)
+    check_count("seed", seed, minimum=0)
     directions = np.random.default_rng(seed).standard_normal((x.shape[1], projections))
     directions /= np.linalg.norm(directions, axis=0, keepdims=True)
     px, py = np.sort(x @ directions, axis=0), np.sort(y @ directions, axis=0)

@@ -183,6 +183,9 @@ class VPDiscrete(_VariancePreserving):
         super().check_parameters()
         if isinstance(self.log_alphas, jax.core.Tracer):
             return
+        if not isinstance(self.log_alphas, (jax.Array, np.ndarray)):
+            raise TypeError(f"VPDiscrete.log_alphas must be an array, got {type(self.log_alphas).__name__}; "
+                            "VPDiscrete.from_betas and from_alphas_cumprod build it")
         table = np.asarray(self.log_alphas)
         if table.ndim != 1 or table.size < 2 or not np.issubdtype(table.dtype, np.floating):
             raise ValueError(f"VPDiscrete.log_alphas must be a 1-D float array of at least 2 values, got shape "
@@ -202,6 +205,7 @@ class VPDiscrete(_VariancePreserving):
         check_positive("terminal_alpha_bar", terminal_alpha_bar)
         if isinstance(self.log_alphas, jax.core.Tracer):
             raise TypeError("rescaled_to_zero_terminal_snr() rescales a concrete table: call it outside jax.jit / grad")
+        self.check_parameters()
         roots = np.exp(np.asarray(self.log_alphas, np.float64))
         floor = math.sqrt(terminal_alpha_bar)
         if not floor < roots[0]:

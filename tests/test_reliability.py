@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 import samplax as sx
-from samplax.models import checkpoints, pretrained
+from samplax import metrics
+from samplax.models import checkpoints, data, losses, pretrained
+from samplax.samplers import sharding
 from samplax.solvers import grids
 
 MIXTURE = sx.GaussianMixture.random(1, 3, 3, std_range=(0.4, 0.8))
@@ -633,3 +635,160 @@ FIFTH_TRIAL_CASES = [
 def test_fifth_trial_cases_are_clear(case):
     _, call, exception, text = case
     _assert_clear(call, exception, text)
+
+
+def _flow_guided(rule, condition=None, unconditional=None):
+    network = jax.tree_util.Partial(lambda x, t, c: FLOW.network(x, t) + c[:, None])
+    model = sx.Denoiser(network, sx.schedules.RectifiedFlow(), prediction="velocity", condition={"c": jnp.ones(2)})
+    return sx.classifier_free_guidance(model, condition or {"c": jnp.ones(2)}, unconditional or {"c": jnp.zeros(2)},
+                                       3.0, guidance=rule)
+
+
+def _classes_guided(unconditional_labels):
+    network = jax.tree_util.Partial(lambda x, t, label: MODEL.network(x, t))
+    model = sx.Denoiser(network, SCHEDULE, condition={"label": jnp.array([1, 2])}, classes=3)
+    return sx.classifier_free_guidance(model, {"label": jnp.array([1, 2])}, {"label": unconditional_labels}, 3.0)
+
+
+def _code(**options):
+    return sx.code(MODEL, "dpm++2m", _X, key=KEY, steps=4, **{"level": 0.5, **options})
+
+
+def _train(data=None, loss=None, config=None):
+    import flax.nnx as nnx
+
+    from samplax.models import networks, training
+
+    network = networks.MLP(dimension=2, width=8, depth=1, rngs=nnx.Rngs(0))
+    return training.train(network, loss or losses.flow_matching_loss(), {"x": jnp.ones((8, 2))} if data is None
+                          else data, config or training.TrainConfig(steps=2, batch_size=4, warmup_steps=0),
+                          progress=False)
+
+
+def _train_config(**options):
+    from samplax.models import training
+
+    return training.TrainConfig(**{"steps": 2, "batch_size": 4, "warmup_steps": 0, **options})
+
+
+_DIGITS = jnp.asarray(np.zeros((2, 8, 8, 1), np.float32))
+
+# A sixth trial (2026-12-07, on the finished guidance, restoration and editing pieces):
+# (label, call, exception, text the message must contain).
+SIXTH_TRIAL_CASES = [
+    ("a noise-space rule at a flow's t=1", lambda: sx.sample(_flow_guided(sx.CFG(0.7, "noise")), "euler", NOISE,
+                                                             steps=4), FloatingPointError, "guidance rule"),
+    ("a data-space rule at a flow's t=0", lambda: sx.sample(_flow_guided(sx.CFG(0.7, "data")), "heun", NOISE,
+                                                            steps=4), FloatingPointError, "'data' space"),
+    ("a condition that is a string",
+     lambda: sx.sample(_flow_guided(sx.CFG(), {"c": "ones"}, {"c": "zeros"}), "euler", NOISE, steps=4), TypeError,
+     "condition['c']"),
+    ("an unconditional scalar beside per-sample rows",
+     lambda: sx.sample(_flow_guided(sx.CFG(), unconditional={"c": jnp.zeros(())}), "euler", NOISE, steps=4),
+     ValueError, "unconditional['c']"),
+    ("an unconditional label outside the classes",
+     lambda: sx.sample(_classes_guided(jnp.array([4, 4])), "dpm++2m", NOISE, steps=4), ValueError,
+     "unconditional['label'] must lie in 0..3"),
+    ("an unconditional label that is a float",
+     lambda: sx.sample(_classes_guided(jnp.array([2.7, 2.7])), "dpm++2m", NOISE, steps=4), TypeError,
+     "unconditional['label']"),
+    ("APG parallel negative", lambda: sx.APG(parallel=-1.0), ValueError, "APG.parallel"),
+    ("inpaint mask that grows the batch",
+     lambda: sx.inpaint(MODEL, "dpm++2m", _X, jnp.ones((1, 2, 3)), key=KEY, steps=4), ValueError, "mask"),
+    ("code level at t_end", lambda: _code(level=1e-3), ValueError, "level"),
+    ("code level a string", lambda: _code(level="0.5"), TypeError, "level"),
+    ("code level NaN", lambda: _code(level=float("nan")), ValueError, "level"),
+    ("code level None", lambda: _code(level=None), ValueError, "level"),
+    ("code grid an array of times", lambda: _code(grid=jnp.linspace(0.5, 1e-3, 5)), TypeError, "grid"),
+    ("observation operator of two arguments",
+     lambda: sx.gaussian_observation(lambda x, y: x[:, :2], jnp.ones((2, 2)), 0.1), TypeError, "operator"),
+    ("log_likelihood returning integers",
+     lambda: _posterior_sample(lambda d, a, s: jnp.zeros(d.shape[0], jnp.int32)), TypeError, "floating-point"),
+    ("posterior guidance twice", lambda: sx.posterior_guidance(sx.posterior_guidance(MODEL, _OBSERVATION),
+                                                               _OBSERVATION), ValueError, "already has posterior"),
+    ("a known region of another shape",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, SCHEDULE, known=sx.KnownRegion(jnp.ones((2, 4)), jnp.ones(4))),
+                       "dpm++2m", NOISE, steps=4), ValueError, "KnownRegion"),
+    ("a known image that is a list",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, SCHEDULE, known=sx.KnownRegion(_X.tolist(), _MASK)), "dpm++2m",
+                       NOISE, steps=4), TypeError, "KnownRegion.image"),
+    ("a fractional known mask",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, SCHEDULE, known=sx.KnownRegion(_X, jnp.full(3, 0.5))), "dpm++2m",
+                       NOISE, steps=4), ValueError, "KnownRegion.mask"),
+    ("posterior log_likelihood a string",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, SCHEDULE, posterior=sx.PosteriorGuidance("gaussian")), "dpm++2m",
+                       NOISE, steps=4), TypeError, "log_likelihood"),
+    ("posterior scale a string",
+     lambda: sx.sample(sx.Denoiser(MODEL.network, SCHEDULE, posterior=sx.PosteriorGuidance(_OBSERVATION, "1")),
+                       "dpm++2m", NOISE, steps=4), TypeError, "scale"),
+    ("flow_map from outside the schedule", lambda: MIXTURE.flow_map(_X, SCHEDULE, 2.0, 0.01), ValueError, "outside"),
+    ("zero terminal SNR of an increasing table",
+     lambda: sx.schedules.VPDiscrete(jnp.array([-0.3, -0.2, -0.1])).rescaled_to_zero_terminal_snr(), ValueError,
+     "decreasing"),
+    ("VPDiscrete table a list",
+     lambda: sx.sample(MIXTURE.denoiser(sx.schedules.VPDiscrete([-0.01, -0.5, -2.0])), "dpm++2m", NOISE, steps=4),
+     TypeError, "log_alphas"),
+    ("log_likelihood with per-sample conditions",
+     lambda: sx.log_likelihood(_flow_guided(sx.CFG()), _X), ValueError, "condition['c']"),
+    ("log_likelihood under posterior guidance",
+     lambda: sx.log_likelihood(sx.posterior_guidance(MODEL, _OBSERVATION), _X), ValueError, "posterior"),
+    ("log_likelihood prior of two arguments",
+     lambda: sx.log_likelihood(MODEL, _X, prior=lambda z, s: -jnp.sum(z**2)), TypeError, "prior"),
+    ("save_grid times a string", lambda: sx.save_grid("/tmp/unused-grid.json", "1.0, 0.5, 0.1"), TypeError, "times"),
+    ("fine_tune trainable returning a string",
+     lambda: sx.fine_tune(sx.Denoiser(jax.tree_util.Partial(lambda w, x, t: w * MODEL.network(x, t), jnp.ones(())),
+                                      SCHEDULE), "ddim", jnp.mean, trainable=lambda path: "no", shape=(3,), key=KEY,
+                          batch=4, steps=3, iterations=1), TypeError, "trainable"),
+    ("typicality_penalty of one sample", lambda: sx.typicality_penalty(jnp.ones(3)), ValueError, "batch first"),
+    ("shard_batch devices a string", lambda: sharding.shard_batch(NOISE, devices="cpu"), TypeError, "devices"),
+    ("shard_batch of nested lists", lambda: sharding.shard_batch([[1.0, 2.0], [3.0, 4.0]]), TypeError, "jnp.asarray"),
+    ("label_accuracy with string labels",
+     lambda: metrics.label_accuracy(_DIGITS, np.array(["1", "2"])), TypeError, "integer"),
+    ("label_accuracy of NaN images", lambda: metrics.label_accuracy(_DIGITS.at[0].set(jnp.nan), np.array([1, 2])),
+     ValueError, "NaN"),
+    ("classifier_confidence of 8-bit pixels", lambda: metrics.classifier_confidence(_DIGITS + 255.0), ValueError,
+     "[-1, 1]"),
+    ("frechet_distance of NaN features",
+     lambda: metrics.frechet_distance(np.full((4, 2), np.nan), np.ones((4, 2))), ValueError, "NaN"),
+    ("sliced_wasserstein projections a float",
+     lambda: metrics.sliced_wasserstein(np.ones((4, 2)), np.ones((4, 2)), projections=2.5), ValueError,
+     "projections"),
+    ("sliced_wasserstein of NaN", lambda: metrics.sliced_wasserstein(np.full((4, 2), np.nan), np.ones((4, 2))),
+     ValueError, "NaN"),
+    ("sliced_wasserstein of no points", lambda: metrics.sliced_wasserstein(np.ones((0, 2)), np.ones((4, 2))),
+     ValueError, "at least one point"),
+    ("sliced_wasserstein seed a string",
+     lambda: metrics.sliced_wasserstein(np.ones((4, 2)), np.ones((4, 2)), seed="0"), ValueError, "seed"),
+    ("TrainConfig steps a float", lambda: _train_config(steps=2.5), ValueError, "steps"),
+    ("TrainConfig steps a string", lambda: _train_config(steps="100"), ValueError, "steps"),
+    ("TrainConfig weight_decay negative", lambda: _train_config(weight_decay=-0.1), ValueError, "weight_decay"),
+    ("TrainConfig final_learning_rate negative", lambda: _train_config(final_learning_rate=-1.0), ValueError,
+     "final_learning_rate"),
+    ("TrainConfig seed a string", lambda: _train_config(seed="0"), ValueError, "seed"),
+    ("train data an array", lambda: _train(data=jnp.ones((8, 2))), TypeError, "dict"),
+    ("train loss a name", lambda: _train(loss="mse"), TypeError, "loss"),
+    ("train config a dict", lambda: _train(config={"steps": 2}), TypeError, "TrainConfig"),
+    ("train data with NaN", lambda: _train(data={"x": jnp.ones((8, 2)).at[3, 0].set(jnp.nan)}), ValueError,
+     "data['x']"),
+    ("denoising_loss schedule a name", lambda: losses.denoising_loss("vp-linear"), TypeError, "schedule"),
+    ("denoising_loss t_min outside the schedule", lambda: losses.denoising_loss(SCHEDULE, t_min=-0.5),
+     ValueError, "outside"),
+    ("flow_matching_loss distance a name", lambda: losses.flow_matching_loss(distance="squared"), TypeError,
+     "distance"),
+    ("toy data of a fractional size", lambda: data.toy("moons", 2.5), ValueError, "n must"),
+]
+
+
+@pytest.mark.parametrize("case", SIXTH_TRIAL_CASES, ids=[case[0] for case in SIXTH_TRIAL_CASES])
+def test_sixth_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)
+
+
+def test_sixth_trial_valid_calls():
+    """Mixtures written as nested lists, and NumPy integers for distillation's k, are accepted."""
+    from samplax.models import rectified_flow
+
+    listed = sx.GaussianMixture([[0.0, 0.0]], [1.0], [1.0])
+    assert listed.sample(KEY, 3).shape == (3, 2)
+    assert callable(rectified_flow.distillation_loss(np.int64(2)))

@@ -7,6 +7,8 @@ import dataclasses
 
 import numpy as np
 
+from samplax.checks import check_count
+
 __all__ = ["Digits", "TOYS", "digits", "toy"]
 
 DIGITS_SPLIT_SEED = 0
@@ -79,6 +81,5 @@ def toy(name: str, n: int, seed: int = 0) -> np.ndarray:
     """n points (n, 2) float32 of a 2-D toy distribution, roughly within [-2.5, 2.5]^2."""
     if name not in TOYS:
         raise ValueError(f"unknown toy data set {name!r}; choose one of {sorted(TOYS)}")
-    if n < 1:
-        raise ValueError(f"n must be positive, got {n}")
+    check_count("n", n)
     return TOYS[name](np.random.default_rng(seed), n).astype(np.float32)

@@ -138,6 +138,9 @@ def denoising_loss(
     penalty differentiates the network three times; `fokker_planck_samples` evaluates it
     on the first that many samples of each batch only, to bound its cost.
     """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule must be a samplax schedule object, such as samplax.schedules.VPLinear() or "
+                        f"samplax.schedules.get('vp-linear'), got {schedule!r}")
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if time_input not in TIME_INPUTS:
@@ -154,6 +157,7 @@ def denoising_loss(
     if fokker_planck_samples is not None and fokker_planck_samples < 1:
         raise ValueError(f"fokker_planck_samples must be positive, got {fokker_planck_samples}")
     low = schedule.t_min if t_min is None else t_min
+    schedule.check_times(low)
     if schedule.is_flow and low <= 0.0 and prediction in ("noise", "score"):
         raise ValueError("noise and score prediction need t_min > 0 on the rectified-flow schedule")
 
@@ -205,6 +209,9 @@ def flow_matching_loss(
             accepted = sorted(TIME_DENSITIES)
             raise ValueError(f"time_density must be one of {accepted} or a function, got {time_density!r}")
         time_density = TIME_DENSITIES[time_density]
+    if not callable(distance):
+        raise TypeError(f"distance must be a function (prediction, target) -> per-sample distance, got {distance!r}; "
+                        "rectified_flow_loss also takes the names of its distances")
     _check(label_dropout)
 
     def loss(model, batch, key):

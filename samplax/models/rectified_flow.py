@@ -17,6 +17,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_count
 from samplax.models.losses import TIME_DENSITIES, flow_matching_loss, squared_error
 from samplax.schedules import RectifiedFlow
 from samplax.solvers.engine import run_plan
@@ -123,8 +124,7 @@ def distillation_loss(k: int, distance="squared") -> Callable:
     velocity is trained only at the k times t = 1, 1 - 1/k, ..., 1/k of a k-step Euler
     sampler on the uniform grid, so that k Euler steps land on the coupled endpoint
     (k = 1: x0 = noise - v(noise, 1))."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = check_count("k", k)
     distance = _distance(distance)
 
     def loss(model, batch, key):

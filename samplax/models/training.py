@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from samplax.checks import check_positive, check_real
+from samplax.checks import check_count, check_positive, check_real
 from samplax.models import checkpoints
 
 __all__ = ["TrainConfig", "Trained", "cross_entropy_loss", "make_optimizer", "train"]
@@ -46,8 +46,11 @@ class TrainConfig:
 
     def __post_init__(self):
         for name in ("steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+            check_count(f"TrainConfig.{name}", getattr(self, name))
+        for name in ("warmup_steps", "checkpoint_every", "seed"):
+            check_count(f"TrainConfig.{name}", getattr(self, name), minimum=0)
+        for name in ("final_learning_rate", "weight_decay"):
+            check_positive(f"TrainConfig.{name}", getattr(self, name), allow_zero=True)
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must lie in [0, steps), got {self.warmup_steps}")
         check_real("ema_decay", self.ema_decay)
@@ -129,8 +132,15 @@ def _step(state, rest, data, keys, *, loss, graphdef, config):
 
 
 def _checked_data(data: dict, batch_size: int) -> dict:
-    """The data as arrays, checked to share their first axis and to hold a batch."""
+    """The data as arrays, checked to share their first axis, to hold a batch, and to be
+    finite (a NaN example would surface later as a NaN loss that blames the learning rate)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a dict of arrays with one row per example (such as {{'x': images}}), got "
+                        f"{type(data).__name__}")
     data = {name: jnp.asarray(value) for name, value in data.items()}
+    for name, value in data.items():
+        if jnp.issubdtype(value.dtype, jnp.inexact) and not bool(jnp.all(jnp.isfinite(value))):
+            raise ValueError(f"data[{name!r}] contains NaN or inf values")
     sizes = {value.shape[0] for value in data.values()}
     if len(sizes) != 1:
         raise ValueError(f"all data arrays must share their first axis, got sizes {sorted(sizes)}")
@@ -179,6 +189,10 @@ def train(
     Returns:
         `Trained` with the module (final weights) and a copy with the EMA weights.
     """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a samplax TrainConfig, got {type(config).__name__}")
+    if not callable(loss):
+        raise TypeError(f"loss must be a function loss(model, batch, key), got {type(loss).__name__}")
     data = _checked_data(data, config.batch_size)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = _initial_state(params, make_optimizer(config))

@@ -90,7 +90,15 @@ def code(
     check_batch(image, "image")
     check_model(model, "code", image, "image")
     schedule = model.schedule
-    level, t_end = end_points(schedule, level, t_end)
+    if level is None:
+        raise ValueError("code(): level, the time the input is inverted to (t_end < level <= t_max), is required")
+    if grid is not None and not isinstance(grid, str):
+        raise TypeError(f"code(): grid is the kind of grid between t_end and level (such as 'logsnr'), got "
+                        f"{type(grid).__name__}; code() builds its own times")
+    try:
+        level, t_end = end_points(schedule, level, t_end)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"code(): {str(error).replace('t_start', 'level')}") from None
     langevin_steps = check_count("langevin_steps", langevin_steps, minimum=0)
     if clip_stds is not None:
         check_positive("clip_stds", clip_stds)

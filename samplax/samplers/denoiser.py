@@ -285,7 +285,11 @@ class Denoiser:
         skipping it) added to the score; the data correction sigma^2 / alpha is left out
         where alpha = 0 (a flow's pure noise)."""
         def log_likelihood(data):
-            return jnp.sum(self.posterior.log_likelihood(data, features["alpha"], features["sigma"]))
+            value = self.posterior.log_likelihood(data, features["alpha"], features["sigma"])
+            if not jnp.issubdtype(jnp.result_type(value), jnp.floating):
+                raise TypeError(f"posterior guidance: log_likelihood must return floating-point values (one per "
+                                f"sample), got {jnp.result_type(value)}")
+            return jnp.sum(value)
 
         def objective(x):
             data, noise = self._pair(x, features, self._output(x, features, options)[0])

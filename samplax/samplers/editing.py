@@ -68,6 +68,9 @@ def _chosen(recorded, blocks):
             "edit(): the network recorded no attention values, so there is nothing to share: it needs "
             "self-attention blocks that return their values (a UNet with attention, such as digits-flow-attention)"
         )
+    if blocks is not None and not blocks:
+        raise ValueError("blocks=() names no attention block, so nothing would be shared; give block names, or "
+                         "inject=0 for no sharing")
     if blocks is None:
         return recorded
     unknown = set(blocks) - set(recorded)

@@ -127,6 +127,9 @@ class APG(Guidance):
 
     def __post_init__(self):
         super().__post_init__()
+        if not 0.0 <= self.parallel <= 1.0:
+            raise ValueError(f"APG.parallel must lie in [0, 1] (the weight of the update's part along the "
+                             f"conditional prediction; 0 in the paper), got {self.parallel}")
         if self.norm_threshold is not None:
             check_positive("APG.norm_threshold", self.norm_threshold)
 

@@ -38,11 +38,15 @@ def _check_mask(mask, image) -> jax.Array:
                         f"got {type(mask).__name__}")
     mask = jnp.asarray(mask)
     try:
-        np.broadcast_shapes(mask.shape, image.shape)
+        shape = np.broadcast_shapes(mask.shape, image.shape)
     except ValueError:
+        shape = None
+    if shape != image.shape:
+        hint = "; add the channel axis (mask[..., None])" if mask.shape == image.shape[1:-1] else ""
         raise ValueError(
-            f"mask of shape {mask.shape} does not broadcast against image of shape {image.shape}"
-        ) from None
+            f"mask of shape {mask.shape} does not broadcast against image of shape {image.shape} without changing "
+            f"its shape{hint}"
+        )
     if not isinstance(mask, jax.core.Tracer):
         values = np.asarray(mask)
         if not np.all((values == 0) | (values == 1)):

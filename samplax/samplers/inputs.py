@@ -90,25 +90,70 @@ def check_model(model, workflow: str, x=None, name: str = "noise") -> None:
         ) from None
     for part, condition in (("condition", model.condition), ("unconditional", model.unconditional or {})):
         for key, value in condition.items():
+            if not isinstance(value, (jax.Array, np.ndarray, np.generic, int, float, bool)):
+                raise TypeError(f"{workflow}(): {part}[{key!r}] must be an array (one row per sample), got "
+                                f"{type(value).__name__}")
             if jnp.ndim(value) >= 1 and jnp.shape(value)[0] != batch:
                 raise ValueError(
                     f"{workflow}(): {part}[{key!r}] has {jnp.shape(value)[0]} rows (shape {jnp.shape(value)}) but "
                     f"{name} has {batch} samples; give one row per sample"
                 )
-    labels = model.condition.get("label")
-    if model.classes is not None and labels is not None and not isinstance(labels, jax.core.Tracer):
-        labels = np.asarray(labels)
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise TypeError(f"{workflow}(): condition['label'] must hold integer class labels, got {labels.dtype}")
-        if labels.ndim > 1:
-            raise ValueError(f"{workflow}(): condition['label'] must be one label or one per sample (shape "
-                             f"({batch},)), got shape {labels.shape}")
-        outside = labels[(labels < 0) | (labels >= model.classes)]
-        if outside.size:
-            raise ValueError(
-                f"{workflow}(): labels must lie in 0..{model.classes - 1}, got {sorted(set(outside.tolist()))[:5]}; "
-                "for unconditional samples pass no labels"
-            )
+    for key, value in (model.unconditional or {}).items():
+        if jnp.ndim(value) != jnp.ndim(model.condition[key]):
+            raise ValueError(f"{workflow}(): unconditional[{key!r}] has shape {jnp.shape(value)} but "
+                             f"condition[{key!r}] has shape {jnp.shape(model.condition[key])}; give both the same "
+                             "shape (one row per sample)")
+    if model.classes is not None:
+        # The null label of guidance is `classes` itself.
+        _check_labels(model.condition.get("label"), "condition['label']", model.classes - 1, batch, workflow)
+        _check_labels((model.unconditional or {}).get("label"), "unconditional['label']", model.classes, batch,
+                      workflow)
+    _check_known_and_posterior(model, x, name, workflow)
+
+
+def _check_labels(labels, name: str, largest: int, batch: int, workflow: str) -> None:
+    """Integer labels in 0..largest, one or one per sample (not checked when traced or absent)."""
+    if labels is None or isinstance(labels, jax.core.Tracer):
+        return
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"{workflow}(): {name} must hold integer class labels, got {labels.dtype}")
+    if labels.ndim > 1:
+        raise ValueError(f"{workflow}(): {name} must be one label or one per sample (shape ({batch},)), got shape "
+                         f"{labels.shape}")
+    outside = labels[(labels < 0) | (labels > largest)]
+    if outside.size:
+        raise ValueError(
+            f"{workflow}(): {name} must lie in 0..{largest}, got {sorted(set(outside.tolist()))[:5]}; "
+            "for unconditional samples pass no labels"
+        )
+
+
+def _check_known_and_posterior(model: Denoiser, x, name: str, workflow: str) -> None:
+    """A known region shaped like the batch with a 0/1 mask; a posterior guidance with a
+    function and a real scale (`inpaint` and `posterior_guidance` build them checked)."""
+    known = model.known
+    if known is not None:
+        for field in ("image", "mask"):
+            if not isinstance(getattr(known, field), (jax.Array, np.ndarray)):
+                raise TypeError(f"{workflow}(): KnownRegion.{field} must be an array, got "
+                                f"{type(getattr(known, field)).__name__}")
+        try:
+            shape = np.broadcast_shapes(jnp.shape(known.image), jnp.shape(known.mask), jnp.shape(x))
+        except ValueError:
+            shape = None
+        if shape != jnp.shape(x) or jnp.shape(known.image) != jnp.shape(x):
+            raise ValueError(f"{workflow}(): KnownRegion's image {jnp.shape(known.image)} and mask "
+                             f"{jnp.shape(known.mask)} must be shaped like {name} {jnp.shape(x)} (the mask may "
+                             "broadcast against it)")
+        if not isinstance(known.mask, jax.core.Tracer) and not bool(jnp.all((known.mask == 0) | (known.mask == 1))):
+            raise ValueError(f"{workflow}(): KnownRegion.mask must hold 0 (unknown) and 1 (known) only")
+    posterior = model.posterior
+    if posterior is not None:
+        if not callable(posterior.log_likelihood):
+            raise TypeError(f"{workflow}(): PosteriorGuidance.log_likelihood must be a function of the data "
+                            f"prediction, got {type(posterior.log_likelihood).__name__}")
+        check_real(f"{workflow}(): PosteriorGuidance.scale", posterior.scale)
 
 
 def _check_network_signature(model: Denoiser, workflow: str) -> None:

@@ -25,7 +25,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from samplax.checks import check_count, check_positive
+from samplax.checks import check_callable_as, check_count, check_positive
 from samplax.divergence import ExactDivergence, Hutchinson
 from samplax.samplers.denoiser import Denoiser
 from samplax.samplers.inputs import check_batch, check_key, check_model, end_points
@@ -139,6 +139,7 @@ def log_likelihood(
     """
     check_batch(data, "data")
     check_model(model, "log_likelihood", data, "data")
+    _check_shared_parts(model)
     divergence = _as_divergence(divergence)
     if divergence.needs_key and key is None:
         raise ValueError("the Hutchinson estimate draws probes: pass key=jax.random.key(seed)")
@@ -171,12 +172,29 @@ def _check_tolerances(rtol, atol, max_steps) -> None:
     check_count("max_steps", max_steps)
 
 
+def _check_shared_parts(model: Denoiser) -> None:
+    """Each sample is solved on its own (its own adaptive steps), with the model's
+    condition as it is: per-sample conditions and posterior observations would meet a
+    batch of one."""
+    for part, condition in (("condition", model.condition), ("unconditional", model.unconditional or {})):
+        for name, value in condition.items():
+            if jnp.ndim(value) >= 1 and jnp.shape(value)[0] > 1:
+                raise ValueError(f"log_likelihood solves each sample on its own, so {part}[{name!r}] must be one "
+                                 f"condition for every sample (no batch axis, or one row), got shape "
+                                 f"{jnp.shape(value)}; "
+                                 "call it once per condition")
+    if model.posterior is not None or model.known is not None:
+        raise ValueError("log_likelihood is the density of the model's probability-flow ODE; posterior guidance and "
+                         "known regions (inpainting) are not supported")
+
+
 def _check_prior(prior, data) -> None:
     """A prior is a function of one sample returning its log-density, a scalar."""
     if prior is None:
         return
     if not callable(prior):
         raise TypeError(f"prior must be a function log_density(x) of one sample, got {type(prior).__name__}")
+    check_callable_as("prior", prior, ("x",))
     shape = jax.eval_shape(prior, jax.ShapeDtypeStruct(data.shape[1:], data.dtype)).shape
     if shape != ():
         raise ValueError(f"prior must return one number per sample (shape ()), got shape {shape} for a sample "

@@ -32,6 +32,9 @@ def typicality_penalty(noise: jax.Array) -> jax.Array:
     negative log-density of the chi distribution, r^2 / 2 - (d - 1) log r, less its minimum
     (at r = sqrt(d - 1)), so 0 for typical noise. It leaves the direction free and stops
     the optimization from drifting to norms a sampler never sees."""
+    if jnp.ndim(noise) < 2:
+        raise ValueError(f"typicality_penalty(): noise must be batch first, (batch, ...), got shape "
+                         f"{jnp.shape(noise)}; for one sample pass noise[None]")
     dimension = int(np.prod(noise.shape[1:]))
     squared = jnp.sum(noise.reshape(noise.shape[0], -1) ** 2, axis=1)
     mode = dimension - 1.0
@@ -157,7 +160,11 @@ def _trainable_filter(network, trainable: Callable[[str], bool]):
     """The filter (a pytree of bools like `network`) of its floating-point leaves whose key
     path (`jax.tree_util.keystr`) `trainable` accepts."""
     def keep(path, leaf):
-        return eqx.is_inexact_array(leaf) and bool(trainable(jax.tree_util.keystr(path)))
+        chosen = trainable(jax.tree_util.keystr(path))
+        if not isinstance(chosen, (bool, np.bool_)):
+            raise TypeError(f"trainable must return True or False for a key path, got {chosen!r} for "
+                            f"{jax.tree_util.keystr(path)}")
+        return eqx.is_inexact_array(leaf) and bool(chosen)
 
     return jax.tree_util.tree_map_with_path(keep, network)
 

@@ -50,6 +50,7 @@ def gaussian_observation(operator: Callable, observed: jax.Array, noise_std: flo
     mask, box down-sampling, any differentiable function); `observed` is batch first."""
     if not callable(operator):
         raise TypeError(f"operator must be a function of a batch of data, got {type(operator).__name__}")
+    check_callable_as("operator", operator, ("data",))
     if not isinstance(observed, (jax.Array, np.ndarray)):
         raise TypeError(f"observed must be an array of observations, batch first, got {type(observed).__name__}")
     if not isinstance(observed, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(observed))):
@@ -75,6 +76,9 @@ def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0, *,
         )
     check_callable_as("log_likelihood", log_likelihood, ("data_prediction", "alpha", "sigma"))
     check_real("scale", scale)
+    if model.posterior is not None:
+        raise ValueError("posterior_guidance(): model already has posterior guidance; a second would replace it. "
+                         "Guide by both likelihoods with one function that adds them")
     if not isinstance(log_likelihood, jax.tree_util.Partial):
         log_likelihood = jax.tree_util.Partial(log_likelihood)
     return dataclasses.replace(model, posterior=PosteriorGuidance(log_likelihood=log_likelihood, scale=scale,

@@ -145,6 +145,12 @@ def _check_output(result, what, model, start=None):
             f"{what} produced NaN or inf values under posterior guidance: check that its log_likelihood and its "
             "gradient are finite on the data predictions, lower its scale, or give more steps"
         )
+    if model.guidance.space != "output":
+        raise FloatingPointError(
+            f"{what} produced NaN or inf values under the guidance rule {model.guidance!r}: a rule in "
+            f"{model.guidance.space!r} space divides by sigma or alpha, so it must not be active where one is 0 "
+            "(a flow's t=0 or t=1): give it an interval, or use space='output'"
+        )
     raise FloatingPointError(
         f"{what} produced NaN or inf values; try more steps, a lower-order solver, "
         "lower_order_final=True, or a t_end further from 0"

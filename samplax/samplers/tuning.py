@@ -452,6 +452,8 @@ def save_grid(path: str, times, *, overwrite: bool = False, **metadata) -> None:
     check_flag("overwrite", overwrite)
     if isinstance(times, tuple):
         raise TypeError("times must be an array of times; tune_grid returns (times, info): pass its first element")
+    if not isinstance(times, (jax.Array, np.ndarray, list)):
+        raise TypeError(f"times must be an array of times, got {type(times).__name__}")
     try:
         metadata_text = json.dumps(metadata)
     except TypeError as error:
