@@ -128,13 +128,15 @@ _TYPE_CHECKS = {"float": check_static_real, "int": _check_integer, "bool": check
 def check_fields(instance) -> None:
     """Check every field of a dataclass declared `float`, `int`, `bool` or `str` (or one of
     those `| None`) against its type; a float must also be finite and not a jax array (the
-    fields this is used for are static, so they are hashed). Fields of other types are
-    left to the class. Ranges are the class's own checks, which run after this."""
+    fields this is used for are static, so they are hashed), except +inf in a field the
+    class lists in `unbounded_fields` (an upper limit that may be absent). Fields of other
+    types are left to the class. Ranges are the class's own checks, which run after this."""
+    unbounded = getattr(instance, "unbounded_fields", ())
     for field in dataclasses.fields(instance):
         declared = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
         optional = declared.endswith(" | None")
         check = _TYPE_CHECKS.get(declared.removesuffix(" | None"))
         value = getattr(instance, field.name)
-        if check is None or (optional and value is None):
+        if check is None or (optional and value is None) or (field.name in unbounded and value == float("inf")):
             continue
         check(f"{type(instance).__name__}.{field.name}", value)

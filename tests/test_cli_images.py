@@ -133,7 +133,7 @@ def test_a_reversible_solver_name_inverts_like_reversible(tmp_path, tiny_flow):
         (["--edit", "digits:3", "--label", "8", "--seeds", "0-3"], "--seeds applies to sampling"),
         (["--invert", "digits:3", "--inject", "2"], "--inject applies to --edit only"),
         (["--reversible"], "--reversible applies to --invert only"),
-        (["--dark-ink"], "--dark-ink applies to --invert and --edit only"),
+        (["--dark-ink"], "--dark-ink applies to --invert, --edit, --init-image and --restore only"),
         (["--invert", "digits:3", "--reversible", "--solver", "heun"], "drop --solver"),
         (["--invert", "digits:3", "--distributed"], "--distributed applies to sampling"),
         (["--invert", "digits:3", "--edit", "digits:3"], "not allowed with argument"),

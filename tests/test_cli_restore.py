@@ -111,7 +111,6 @@ def test_code_inverts_to_the_level_of_its_strength(tmp_path, tiny_flow):
     (["--init-image", "digits:3", "--solver", "dpm-solver-adaptive"], "--init-image needs a fixed-grid solver"),
     (["--restore", "digits:3", "--method", "code", "--solver", "ddpm"], "--restore --method code runs the"),
     (["--model", "digits-flow", "--init-image", "digits:3", "--solver", "reversible-heun"], "is reversible"),
-    (["--dark-ink"], "--dark-ink applies to --invert, --edit, --init-image and --restore only"),
 ])
 def test_bad_img2img_and_restore_arguments(capsys, tmp_path, argv, message):
     code = cli.main(argv + ["--outdir", str(tmp_path / "out"), "--no-progress"])
@@ -130,3 +129,29 @@ def test_bad_mask_files(capsys, tmp_path):
                          str(tmp_path / "out"), "--no-progress"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_inputs_that_would_be_misread_or_overwritten(capsys, tmp_path, tiny_flow):
+    """The seventh trial's silent cases: an RGB stack read as more images, a 16-bit PNG
+    clipped to binary, an input inside --outdir replaced by its result, guidance with no
+    class to guide towards; and an empty array."""
+    np.save(tmp_path / "rgb.npy", np.zeros((2, 8, 8, 3), np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), np.float32))
+    Image.fromarray(np.full((8, 8), 40000, np.uint16)).save(tmp_path / "deep.png")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(outdir / "inside.png")
+    flow = ["--model", tiny_flow, "--steps", "4", "--no-progress", "--force"]
+    cases = [
+        (["--init-image", str(tmp_path / "rgb.npy")], "has shape (2, 8, 8, 3)"),
+        (["--init-image", str(tmp_path / "empty.npy")], "holds no image"),
+        (["--init-image", str(tmp_path / "deep.png")], "16-bit or floating point"),
+        (["--init-image", str(outdir / "inside.png")], "lies in --outdir"),
+        (["--init-image", "digits:3:0", "--label", "none", "--guidance-scale", "3"], "guides towards"),
+        (["--restore", "digits:3:0", "--guidance-scale", "3"], "give --label"),
+    ]
+    for argv, message in cases:
+        code = cli.main(flow + argv + ["--outdir", str(outdir)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (argv, err)
+        assert sorted(p.name for p in outdir.iterdir()) == ["inside.png"]

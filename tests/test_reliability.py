@@ -792,3 +792,37 @@ def test_sixth_trial_valid_calls():
     listed = sx.GaussianMixture([[0.0, 0.0]], [1.0], [1.0])
     assert listed.sample(KEY, 3).shape == (3, 2)
     assert callable(rectified_flow.distillation_loss(np.int64(2)))
+
+
+def _unet(**options):
+    import flax.nnx as nnx
+
+    from samplax.models import networks
+
+    return networks.UNet(**{"widths": (8, 16), "groups": 4, "time_features": 8, **options}, rngs=nnx.Rngs(0))
+
+
+# A seventh trial (2026-12-07): (label, call, exception, text the message must contain).
+SEVENTH_TRIAL_CASES = [
+    ("a shifted grid on EDM", lambda: grids.time_grid(sx.schedules.EDM(), 4, "shifted"), ValueError, "shifted"),
+    ("a Karras grid that overflows", lambda: grids.time_grid(SCHEDULE, 4, "karras", rho=1e-6), ValueError, "rho"),
+    ("UNet widths not multiples of groups", lambda: _unet(widths=(8, 12), groups=8), ValueError, "groups"),
+    ("UNet odd time_features", lambda: _unet(time_features=7), ValueError, "time_features"),
+    ("UNet no channels", lambda: _unet(channels=0), ValueError, "channels"),
+    ("UNet fractional widths", lambda: _unet(widths=(8.0, 16)), ValueError, "widths"),
+    ("UNet no classes", lambda: _unet(num_classes=0), ValueError, "num_classes"),
+]
+
+
+@pytest.mark.parametrize("case", SEVENTH_TRIAL_CASES, ids=[case[0] for case in SEVENTH_TRIAL_CASES])
+def test_seventh_trial_cases_are_clear(case):
+    _, call, exception, text = case
+    _assert_clear(call, exception, text)
+
+
+def test_churn_without_an_upper_limit_is_edm_default():
+    """churn_max = inf (EDM's and k-diffusion's S_tmax) is no upper limit, not an error."""
+    solver = dataclasses.replace(sx.solvers.get("edm-churn"), churn_max=float("inf"))
+    edm = MIXTURE.denoiser(sx.schedules.EDM(), "data")
+    samples, _ = sx.sample(edm, solver, NOISE, steps=4, key=KEY)
+    assert bool(jnp.all(jnp.isfinite(samples)))

@@ -11,7 +11,7 @@ from samplax.cli.config import RunConfig
 from samplax.cli.masks import known_region
 from samplax.cli.model import Model
 from samplax.cli.outdir import Folder
-from samplax.cli.transform import input_keys, input_labels, over_inputs, read, write_results
+from samplax.cli.transform import check_guided, input_keys, input_labels, over_inputs, read, write_results
 from samplax.samplers.img2img import begin_index
 
 __all__ = ["run_img2img"]
@@ -32,6 +32,7 @@ def run_img2img(config: RunConfig, model: Model, solver, folder: Folder) -> tupl
     """
     inputs = read(config, model)
     labels = input_labels("--label", config.label, inputs, model)
+    check_guided(config, labels, model)
     keys = input_keys(len(inputs.names))
     known = None if config.mask is None else known_region(config.mask, model.image_shape)
     options = {"steps": config.steps, "grid": config.grid, "t_end": config.t_end}

@@ -24,7 +24,11 @@ import numpy as np
 
 from samplax.cli.options import parse_seeds
 
-__all__ = ["Inputs", "read_inputs"]
+__all__ = ["EIGHT_BIT_MODES", "Inputs", "read_inputs"]
+
+# Pillow modes whose conversion to grey keeps every level (16-bit "I;16" and float "F"
+# would be clipped at 255 and read as a saturated or black image).
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +76,12 @@ def _read_array(path: pathlib.Path, shape) -> tuple[np.ndarray, list[str]]:
     expected = f"({height}, {width}[, 1]) or (N, {height}, {width}[, 1])"
     if array.shape in ((height, width), (height, width, 1)):
         array = array.reshape(1, height, width, 1)
-    elif array.ndim in (3, 4) and array.shape[1:3] == (height, width) and array.shape[4:] in ((), (1,)):
+    elif array.ndim in (3, 4) and array.shape[1:3] == (height, width) and array.shape[3:] in ((), (1,)):
         array = array.reshape(-1, height, width, 1)
     else:
         raise ValueError(f"input {str(path)!r} has shape {array.shape}; expected {expected}")
+    if array.size == 0:
+        raise ValueError(f"input {str(path)!r} holds no image (shape {array.shape})")
     if not np.issubdtype(array.dtype, np.floating) or not np.all(np.isfinite(array)) or np.abs(array).max() > 1.0:
         raise ValueError(f"input {str(path)!r} must hold finite floats in [-1, 1]")
     names = [path.stem] if len(array) == 1 else [f"{path.stem}-{k:03d}" for k in range(len(array))]
@@ -88,6 +94,9 @@ def _read_image(path: pathlib.Path, shape, dark_ink: bool) -> tuple[np.ndarray, 
 
     try:
         with Image.open(path) as opened:
+            if opened.mode not in EIGHT_BIT_MODES:
+                raise ValueError(f"input {str(path)!r} is a {opened.mode!r} image (16-bit or floating point); "
+                                 "write it as an 8-bit image, or as a .npy array in [-1, 1]")
             image = opened.convert("L")
     except (UnidentifiedImageError, OSError) as error:
         raise ValueError(f"input {str(path)!r} is not an image Pillow can read: {error}") from None

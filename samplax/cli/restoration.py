@@ -22,7 +22,7 @@ from samplax.cli.masks import box_average, known_region
 from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL
 from samplax.cli.outdir import Folder
-from samplax.cli.transform import input_keys, input_labels, over_inputs, read, write_results
+from samplax.cli.transform import check_guided, input_keys, input_labels, over_inputs, read, write_results
 from samplax.samplers.img2img import begin_index
 from samplax.samplers.inputs import resolve_grid
 
@@ -72,6 +72,7 @@ def run_restore(config: RunConfig, model: Model, solver, folder: Folder) -> tupl
     inputs = read(config, model)
     # A restoration does not know the class unless --label says it.
     labels = input_labels("--label", UNCONDITIONAL if config.label is None else config.label, inputs, model)
+    check_guided(config, labels, model)
     keys = input_keys(len(inputs.names))
     operator, gram, observed_as = observation(config, model)
     grid = {"grid": config.grid, "t_end": config.t_end}

@@ -4,6 +4,7 @@ mosaic."""
 
 from __future__ import annotations
 
+import pathlib
 import time
 from collections.abc import Callable
 
@@ -19,13 +20,20 @@ from samplax.cli.model import Model
 from samplax.cli.options import UNCONDITIONAL, UsageError
 from samplax.cli.outdir import Folder
 
-__all__ = ["INPUT_SEED", "input_keys", "input_labels", "over_inputs", "read", "write_results"]
+__all__ = ["INPUT_SEED", "check_guided", "input_keys", "input_labels", "over_inputs", "read", "write_results"]
 
 INPUT_SEED = 0  # input i draws its noise from fold_in(key(INPUT_SEED), i)
 
 
 def read(config: RunConfig, model: Model) -> Inputs:
-    """The run's INPUTs as images of the model's shape; a bad input is a `UsageError`."""
+    """The run's INPUTs as images of the model's shape; a bad input, or an input file inside
+    --outdir (whose files the run replaces), is a `UsageError`."""
+    outdir = pathlib.Path(config.outdir).resolve()
+    for spec in config.inputs:
+        path = pathlib.Path(spec)
+        if path.is_file() and path.resolve().parent == outdir:
+            raise UsageError(f"input {spec!r} lies in --outdir {config.outdir!r}, whose files this run replaces; "
+                             "move it or choose another --outdir")
     try:
         return read_inputs(config.inputs, model.image_shape, dark_ink=config.dark_ink)
     except ValueError as error:
@@ -62,6 +70,14 @@ def input_keys(count: int) -> jax.Array:
     """One key per input, `fold_in(key(INPUT_SEED), i)` for input i: the noise of
     --init-image and --restore, the same for an input whatever the batch size."""
     return jax.vmap(lambda i: jax.random.fold_in(jax.random.key(INPUT_SEED), i))(jnp.arange(count))
+
+
+def check_guided(config: RunConfig, labels: np.ndarray | None, model: Model) -> None:
+    """Classifier-free guidance needs a class to guide towards: with every input at the
+    null label, both branches are the same and --guidance-scale would only cost time."""
+    if config.guidance_scale != 1.0 and (labels is None or bool(np.all(labels == model.classes))):
+        raise UsageError(f"--guidance-scale {config.guidance_scale:g} guides towards a class, and these inputs have "
+                         "none: give --label (or digits:LABEL inputs with --init-image)")
 
 
 def over_inputs(config: RunConfig, inputs: Inputs, step: Callable):

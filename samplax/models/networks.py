@@ -15,6 +15,8 @@ import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 
+from samplax.checks import check_count, check_positive
+
 __all__ = [
     "MLP",
     "NETWORKS",
@@ -42,6 +44,11 @@ class _Conditioning(nnx.Module):
     row, index `num_classes`, is the null label used for classifier-free guidance."""
 
     def __init__(self, features: int, time_scale: float, num_classes: int | None, *, rngs):
+        if check_count("time_features", features) % 2:
+            raise ValueError(f"time_features must be even (sines and cosines in pairs), got {features}")
+        check_positive("time_scale", time_scale)
+        if num_classes is not None:
+            check_count("num_classes (or None for an unconditional network)", num_classes)
         self.features = features
         self.time_scale = time_scale
         self.num_classes = num_classes
@@ -155,6 +162,16 @@ class UNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         widths, attention_levels = tuple(widths), tuple(attention_levels)
+        check_count("channels", channels)
+        check_count("heads", heads)
+        check_count("groups", groups)
+        for level, width in enumerate(widths):
+            check_count("widths (channels per level)", width)
+            if width % groups:
+                raise ValueError(f"every entry of widths must be a multiple of groups ({groups}), got widths={widths}")
+            if level in attention_levels and width % heads:
+                raise ValueError(f"the widths of attention_levels must be multiples of heads ({heads}), got "
+                                 f"widths={widths}")
         if not widths or blocks_per_level < 1:
             raise ValueError(
                 f"need at least one level and one block, got widths={widths}, blocks_per_level={blocks_per_level}"
@@ -256,8 +273,8 @@ class MLP(nnx.Module):
 
     def __init__(self, *, dimension: int = 2, width: int = 128, depth: int = 3, time_features: int = 32,
                  time_scale: float = 1000.0, num_classes: int | None = None, rngs: nnx.Rngs):
-        if dimension < 1 or width < 1 or depth < 1:
-            raise ValueError(f"dimension, width and depth must be positive, got {dimension}, {width}, {depth}")
+        for name, value in (("dimension", dimension), ("width", width), ("depth", depth)):
+            check_count(name, value)
         self.conditioning = _Conditioning(time_features, time_scale, num_classes, rngs=rngs)
         self.inputs = nnx.Linear(dimension, width, rngs=rngs)
         self.emb = nnx.List([nnx.Linear(4 * time_features, width, rngs=rngs) for _ in range(depth)])

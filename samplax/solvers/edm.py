@@ -85,7 +85,8 @@ class EDMChurn(FixedGridSolver):
 
     Attributes:
         churn: S_churn >= 0, the total churn over the grid (EDM: 40 to 80 for ImageNet-64).
-        churn_min, churn_max: S_tmin, S_tmax, the noise levels between which steps churn.
+        churn_min, churn_max: S_tmin, S_tmax, the noise levels between which steps churn
+            (churn_max may be inf, EDM's default: no upper limit).
         noise_inflation: S_noise, the added noise's scale (EDM: 1.003 to 1.007).
     """
 
@@ -97,6 +98,7 @@ class EDMChurn(FixedGridSolver):
     prediction = "noise"
     stochastic = True
     evaluations_per_step = 2
+    unbounded_fields = ("churn_max",)
 
     def __post_init__(self):
         super().__post_init__()

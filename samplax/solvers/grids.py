@@ -60,6 +60,9 @@ def time_grid(
     if kind == "uniform":
         times = t_start + fraction * (t_end - t_start)
     elif kind == "shifted":
+        if schedule.t_max > 1.0:
+            raise ValueError(f"grid 'shifted' maps times in [0, 1] (flows and VP schedules); "
+                             f"{type(schedule).__name__} runs to t = {schedule.t_max:g}")
         # Uniform in u, where t = s u / (1 + (s - 1) u); the inverse is u = t / (s - (s - 1) t).
         u_start, u_end = (t / (shift - (shift - 1.0) * t) for t in (t_start, t_end))
         u = u_start + fraction * (u_end - u_start)
@@ -76,7 +79,12 @@ def time_grid(
             lambdas = -rho * jnp.log(start + fraction * (end - start))
         times = schedule.inverse_lambda(lambdas)
     # Pin the end points exactly: inverse_lambda may round them.
-    return times.at[0].set(t_start).at[-1].set(t_end)
+    times = times.at[0].set(t_start).at[-1].set(t_end)
+    if not isinstance(times, jax.core.Tracer) and not (bool(jnp.all(jnp.isfinite(times)))
+                                                      and bool(jnp.all(jnp.diff(times) < 0))):
+        raise ValueError(f"the {kind!r} grid of {steps} steps from {float(t_start):g} to {float(t_end):g} is not a "
+                         f"decreasing finite grid (rho={rho:g}, shift={shift:g}); choose other settings or kind")
+    return times
 
 
 def check_finite_lambda(kind, lambda_start, lambda_end):
