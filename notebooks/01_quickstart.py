@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -39,7 +39,7 @@ from samplax.models import pretrained
 
 FAST = os.environ.get("SAMPLAX_FAST") == "1"
 SAMPLES = 40 if FAST else 300
-NFES = [5, 10] if FAST else [5, 8, 10, 15, 20, 50]
+NFES = [10] if FAST else [5, 8, 10, 15, 20, 50]  # NFE 10 is the first cell's run again
 SOLVERS = ["dpm++2m"] if FAST else ["ddim", "dpm++2m", "dpm++3m", "unipc-bh2-2"]
 
 # %% [markdown]

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 # ---
 
 # %% [markdown]
@@ -63,8 +63,9 @@ print("lambda estimate:", float(pen.stiffness) * solver.stability_size,
 # %%
 x_train, y_train, x_test, y_test = digits(0)
 if FAST:
-    x_train, y_train = x_train[:512], y_train[:512]
-epochs = 3 if FAST else 30
+    x_train, y_train = x_train[:256], y_train[:256]
+    x_test, y_test = x_test[:128], y_test[:128]
+epochs = 2 if FAST else 30
 TOL = dict(rtol=1e-6, atol=1e-6)
 
 

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 # ---
 
 # %% [markdown]
@@ -47,7 +47,8 @@ FAST = os.environ.get("SAMPLAX_FAST") == "1"
 mixture = sx.GaussianMixture.random(0, 4, 3)
 schedule = sx.schedules.VPLinear()
 model = mixture.denoiser(schedule, "noise")
-x0 = mixture.sample(jax.random.key(0), 64)
+evaluated = 16 if FAST else 64
+x0 = mixture.sample(jax.random.key(0), evaluated)
 alpha_end, sigma_end = schedule.alpha(schedule.t_min), schedule.sigma(schedule.t_min)
 x = alpha_end * x0 + sigma_end * jax.random.normal(jax.random.key(1), x0.shape)
 exact = mixture.log_density(x, alpha_end, sigma_end)
@@ -64,7 +65,8 @@ error = float(jnp.max(jnp.abs(log_p - exact))) / 4
 print(f"exact prior:   max error {error:.1e} nats/dim, mean NFE {info.nfe.mean():.0f}")
 print(f"default prior: max error {float(jnp.max(jnp.abs(default_prior - exact))) / 4:.1e} nats/dim")
 estimate, _ = sx.log_likelihood(model, x, divergence=sx.Hutchinson(4), key=jax.random.key(2))
-print(f"Hutchinson, 4 probes: mean error {float(jnp.mean(estimate - log_p)):+.3f} nats over 64 points (unbiased)")
+print(f"Hutchinson, 4 probes: mean error {float(jnp.mean(estimate - log_p)):+.3f} nats over {evaluated} points "
+      "(unbiased)")
 
 # %% [markdown]
 # ## Bits per dimension of the shipped digits models
@@ -95,13 +97,13 @@ for name in ("digits-flow",) if FAST else ("digits-diffusion", "digits-flow"):
 # residual. Below, the same checkerboard model is trained with weight 0 and 1, and the
 # sliced Wasserstein distance between ODE and SDE samples from the same noise is
 # measured. `benchmarks/fokker_planck_gap.py` repeats this over seeds, weights, a second
-# toy and the digits (docs/benchmarks.md). In the fast mode the models train for 50 steps
+# toy and the digits (docs/benchmarks.md). In the fast mode the models train for 20 steps
 # only, far too few to mean anything: run the notebook without `SAMPLAX_FAST` for numbers.
 
 # %%
 points = data.toy("checkerboard", 20_000, seed=0)
-steps = 50 if FAST else 2000
-samples = 1000 if FAST else 20_000
+steps = 20 if FAST else 2000
+samples = 300 if FAST else 20_000
 noise = jax.random.normal(jax.random.key(4), (samples, 2))
 results = {}
 for weight in (0.0, 1.0):

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 # ---
 
 # %% [markdown]
@@ -66,16 +66,19 @@ def noise_gradient(adjoint, steps):
     return jax.jit(jax.grad(loss))
 
 
-reference = noise_gradient(sx.Backpropagation(), 200)(noise)
+STEP_COUNTS = (10, 200) if FAST else (10, 50, 200)
 methods = {"backpropagation": sx.Backpropagation(), "checkpointed": sx.Checkpointed(),
            "exponential adjoint": sx.ExponentialAdjoint(2)}
-for name, adjoint in methods.items():
+gradients = {(name, steps): noise_gradient(adjoint, steps)
+             for name, adjoint in methods.items() for steps in STEP_COUNTS}
+reference = gradients["backpropagation", STEP_COUNTS[-1]](noise)
+for name in methods:
     errors, memory = [], []
-    for steps in (10, 50, 200):
-        gradient = noise_gradient(adjoint, steps)
+    for steps in STEP_COUNTS:
+        gradient = gradients[name, steps]
         errors.append(float(jnp.linalg.norm(gradient(noise) - reference) / jnp.linalg.norm(reference)))
         memory.append(gradient.lower(noise).compile().memory_analysis().temp_size_in_bytes / 1e3)
-    print(f"{name:20s} error vs 200-step backprop at 10/50/200 steps: "
+    print(f"{name:20s} error vs {STEP_COUNTS[-1]}-step backprop at {'/'.join(map(str, STEP_COUNTS))} steps: "
           + " ".join(f"{error:.1e}" for error in errors)
           + "   temporary kB: " + " ".join(f"{kilobytes:.0f}" for kilobytes in memory))
 
@@ -146,8 +149,9 @@ def customization_loss(samples):
 tuned, tune_info = sx.fine_tune(conditional, "dpm++2m", customization_loss, trainable=lambda path: "['label']" in path,
                                 shape=(8, 8, 1), key=jax.random.key(2), batch=20, iterations=3 if FAST else 40,
                                 learning_rate=0.02, steps=10, adjoint=sx.Checkpointed())
-test_labels = jnp.arange(100) % 10
-test_noise = jax.random.normal(jax.random.key(3), (100, 8, 8, 1))
+test_count = 20 if FAST else 100
+test_labels = jnp.arange(test_count) % 10
+test_noise = jax.random.normal(jax.random.key(3), (test_count, 8, 8, 1))
 for name, denoiser in (("before", conditional), ("after", tuned)):
     samples, _ = sx.sample(dataclasses.replace(denoiser, condition={"label": test_labels}), "dpm++2m", test_noise,
                            steps=10)
