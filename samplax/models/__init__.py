@@ -1,7 +1,8 @@
-"""Flax NNX networks, training losses, the training loop, checkpoints, small data sets and
-the shipped pretrained digits models."""
+"""Flax NNX networks, training losses, the training loop, checkpoints, small data sets,
+the shipped pretrained digits models, and diffusers checkpoints converted to NNX."""
 
-from samplax.models import checkpoints, data, losses, networks, pretrained, training
+from samplax.models import checkpoints, data, diffusers, diffusers_unet, losses, networks, pretrained, training
+from samplax.models.diffusers import load_diffusers
 from samplax.models.losses import denoising_loss, flow_matching_loss
 from samplax.models.networks import MLP, Classifier, UNet, network_function
 from samplax.models.pretrained import as_denoiser
@@ -16,7 +17,10 @@ __all__ = [
     "checkpoints",
     "data",
     "denoising_loss",
+    "diffusers",
+    "diffusers_unet",
     "flow_matching_loss",
+    "load_diffusers",
     "losses",
     "network_function",
     "networks",

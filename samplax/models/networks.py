@@ -28,15 +28,18 @@ __all__ = [
 ]
 
 
-def timestep_embedding(t, features: int, scale: float = 1.0):
+def timestep_embedding(t, features: int, scale: float = 1.0, frequency_shift: float = 0.0, sine_first: bool = False):
     """Sinusoidal embedding of a (batch,) time (Vaswani et al. 2017; Ho et al. 2020):
-    cos and sin of scale * t at geometrically spaced frequencies from 1 to 1/10000."""
+    cos and sin (sin first if `sine_first`) of scale * t at the frequencies
+    10000^(-i / (features / 2 - frequency_shift)), i = 0 .. features / 2 - 1 (diffusers'
+    UNets choose the shift and the order in their configs)."""
     if features % 2:
         raise ValueError(f"features must be even, got {features}")
     half = features // 2
-    frequencies = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / half)
+    frequencies = jnp.exp(-math.log(10_000.0) * jnp.arange(half) / (half - frequency_shift))
     angles = scale * jnp.asarray(t, jnp.float32).reshape(-1, 1) * frequencies
-    return jnp.concatenate([jnp.cos(angles), jnp.sin(angles)], axis=-1)
+    pair = (jnp.sin(angles), jnp.cos(angles)) if sine_first else (jnp.cos(angles), jnp.sin(angles))
+    return jnp.concatenate(pair, axis=-1)
 
 
 class _Conditioning(nnx.Module):
