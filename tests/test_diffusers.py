@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import samplax as sx
@@ -37,6 +38,44 @@ def test_converted_unet_matches_diffusers(name):
     ours, theirs = outputs_of(module, name)
     assert ours.shape == theirs.shape
     assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+def test_converted_dit_and_vae_decoder_match_diffusers():
+    """DiT with learned sigma: the whole output matches, and the network a sampler calls
+    gives its noise half; the labels include the null label 10. The VAE decoder's images
+    match too."""
+    folder = FIXTURES / "dit-pipeline"
+    module, config = diffusers.load_network(folder / "transformer")
+    assert config.learned_sigma and config.sample_shape == (8, 8, 4) and config.null_label == 10
+    stored = np.load(folder / "outputs.npz")
+    x = jnp.asarray(stored["sample"].transpose(0, 2, 3, 1))
+    whole = np.asarray(jax.jit(module.with_variance)(x, stored["timestep"], stored["class_labels"]))
+    theirs = stored["output"].transpose(0, 2, 3, 1)
+    assert np.abs(whole - theirs).max() <= 1e-5 * np.abs(theirs).max()
+    noise = jax.jit(network_function(module))(x, stored["timestep"], stored["class_labels"])
+    np.testing.assert_array_equal(noise, whole[..., :4])
+
+    decoder = diffusers.load_decoder(folder)
+    stored = np.load(folder / "vae" / "outputs.npz")
+    images = np.asarray(jax.jit(decoder.decode)(jnp.asarray(stored["latents"].transpose(0, 2, 3, 1))))
+    theirs = stored["output"].transpose(0, 2, 3, 1)
+    assert images.shape == (2, 16, 16, 3) and np.abs(images - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+def test_dit_pipeline_samples_latents_with_guidance_and_decodes_them():
+    folder = FIXTURES / "dit-pipeline"
+    model = diffusers.load_diffusers(folder, labels=[3, 7], guidance_scale=4.0)
+    assert (model.prediction, model.classes, model.sample_shape) == ("noise", 10, (8, 8, 4))
+    np.testing.assert_array_equal(model.unconditional["label"], [10, 10])  # the null label
+    latents, info = sx.sample(model, "dpm++2m", jax.random.normal(jax.random.key(0), (2, 8, 8, 4)), steps=3)
+    assert int(info.nfe) == 3 and bool(jnp.all(jnp.isfinite(latents)))
+    images = jax.jit(diffusers.load_decoder(folder).decode_latents)(latents)
+    assert images.shape == (2, 16, 16, 3) and bool(jnp.all(jnp.isfinite(images)))
+    with pytest.raises(ValueError, match="has no null label"):
+        diffusers.load_diffusers(FIXTURES / "conditional-unet", schedule=model.schedule, prediction="v", labels=[1],
+                                 guidance_scale=2.0)
+    with pytest.raises(ValueError, match="holds a UNet2DModel, not an AutoencoderKL"):
+        diffusers.load_decoder(MODELS["ddpm-pipeline"])
 
 
 def test_bfloat16_network_returns_float32_close_to_float32():
@@ -174,3 +213,29 @@ def test_bad_folders_and_scheduler_configs_are_refused_by_name(tmp_path):
         diffusers.schedule_from_scheduler_config({"_class_name": "DDPMScheduler", "prediction_type": "flow"})
     with pytest.raises(ValueError, match="beta_schedule 'sigmoid' is not supported"):
         diffusers.schedule_from_scheduler_config({"_class_name": "DDPMScheduler", "beta_schedule": "sigmoid"})
+
+
+def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path, capsys):
+    from samplax import cli
+
+    folder = str(FIXTURES / "ddpm-pipeline")
+    outdir = tmp_path / "out"
+    argv = ["--model", folder, "--seeds", "0-2", "--steps", "3", "--outdir", str(outdir), "--no-progress"]
+    assert cli.main(argv) == 0
+    images = sorted(outdir.glob("0*.png"))
+    assert len(images) == 3
+    with Image.open(images[0]) as image:
+        assert (image.mode, image.size) == ("RGB", (8, 8))
+    with Image.open(outdir / "grid.png") as grid:
+        assert grid.mode == "RGB" and grid.size == (2 * 65 + 1, 2 * 65 + 1)
+    record = json.loads((outdir / "run.json").read_text())
+    assert record["model_config"] == {"diffusers": folder, "class_name": "UNet2DModel", "prediction": "noise",
+                                      "time_input": "discrete"}
+    assert record["nfe"] == 3 and record["arguments"]["solver"] == "dpm++2m"
+    capsys.readouterr()
+    assert cli.main(["--model", folder, "--invert", str(images[0]), "--outdir", str(tmp_path / "inverted")]) == 2
+    assert "is a folder (a diffusers checkpoint), which samples only; --invert needs" in capsys.readouterr().err
+    conditional = str(FIXTURES / "conditional-unet")
+    assert cli.main(["--model", conditional, "--outdir", str(tmp_path / "conditional")]) == 2
+    assert "has no scheduler config" in capsys.readouterr().err
+    assert not (tmp_path / "inverted").exists() and not (tmp_path / "conditional").exists()

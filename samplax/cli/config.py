@@ -204,8 +204,13 @@ def _check_names(config: RunConfig) -> None:
     if config.model not in pretrained.GENERATIVE:
         if config.model in pretrained.NAMES:
             raise UsageError(f"--model {config.model!r} is not a generative model; choose {models} or a path")
-        if not pathlib.Path(config.model).is_file():
-            raise UsageError(f"--model {config.model!r} is not one of {models} nor an existing checkpoint file")
+        if pathlib.Path(config.model).is_dir():
+            if config.mode != "sample":
+                raise UsageError(f"--model {config.model!r} is a folder (a diffusers checkpoint), which samples only; "
+                                 f"{MODE_OPTIONS[config.mode][0]} needs {models} or a samplax checkpoint")
+        elif not pathlib.Path(config.model).is_file():
+            raise UsageError(f"--model {config.model!r} is not one of {models}, an existing checkpoint file nor a "
+                             "diffusers folder")
 
 
 def _check_values(config: RunConfig, args: argparse.Namespace) -> None:

@@ -50,19 +50,19 @@ def mosaic(tiles: list[np.ndarray], columns: int | None = None, scale: int = 8, 
     """Tiles side by side in rows, on a white background, for viewing.
 
     Args:
-        tiles: (h, w, 1) uint8 images of one shape, in reading order.
+        tiles: (h, w, channels) uint8 images of one shape, in reading order.
         columns: tiles per row (default: a near-square mosaic).
         scale: each tile is upscaled this many times (nearest-neighbour).
         padding: white pixels between and around the tiles.
 
     Returns:
-        The mosaic as (H, W, 1) uint8 pixels.
+        The mosaic as (H, W, channels) uint8 pixels.
     """
     columns = columns or math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / columns)
     height, width = tiles[0].shape[0] * scale, tiles[0].shape[1] * scale
     step_y, step_x = height + padding, width + padding
-    canvas = np.full((rows * step_y + padding, columns * step_x + padding, 1), 255, np.uint8)
+    canvas = np.full((rows * step_y + padding, columns * step_x + padding, tiles[0].shape[-1]), 255, np.uint8)
     for k, tile in enumerate(tiles):
         y, x = padding + (k // columns) * step_y, padding + (k % columns) * step_x
         canvas[y : y + height, x : x + width] = np.kron(tile, np.ones((scale, scale, 1), np.uint8))

@@ -233,7 +233,8 @@ def parser() -> argparse.ArgumentParser:
     """
     p = OneLineParser(prog="samplax-sample", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_mode_options(p)
-    p.add_argument("--model", help=f"{', '.join(pretrained.GENERATIVE)}, or a checkpoint path (.msgpack) "
+    p.add_argument("--model", help=f"{', '.join(pretrained.GENERATIVE)}, a checkpoint path (.msgpack), or a "
+                   "diffusers pipeline folder (unet/ and scheduler/, safetensors weights) "
                    f"(default: {pretrained.DEFAULT_EDITING} with --edit, else {pretrained.DEFAULT_GENERATIVE})")
     p.add_argument("--solver", help="solver registry name, see samplax.solvers.names() "
                    "(default: dpm++2m for diffusion; for flows euler, or rf-solver-2 with --invert/--edit)")

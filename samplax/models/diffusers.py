@@ -16,6 +16,7 @@ query/key/value/proj_attn (diffusers converts them at load time) are read too.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
@@ -25,15 +26,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from samplax import schedules
+from samplax.models.diffusers_dit import DiTConfig, DiTTransformer2DModel
 from samplax.models.diffusers_unet import UNet2DConfig, UNet2DModel
+from samplax.models.diffusers_vae import AutoencoderKLConfig, AutoencoderKLDecoder
 from samplax.models.networks import network_function
 from samplax.samplers.denoiser import Denoiser
 
-__all__ = ["MODEL_CLASSES", "load_diffusers", "load_network", "read_weights", "schedule_from_scheduler_config"]
+__all__ = [
+    "MODEL_CLASSES", "DiffusersModel", "load_decoder", "load_diffusers", "load_network", "read_weights",
+    "schedule_from_scheduler_config",
+]
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 # The model classes samplax converts, by config "_class_name", with their config reader.
-MODEL_CLASSES = {"UNet2DModel": (UNet2DConfig, UNet2DModel)}
+MODEL_CLASSES = {
+    "UNet2DModel": (UNet2DConfig, UNet2DModel),
+    "DiTTransformer2DModel": (DiTConfig, DiTTransformer2DModel),
+    "AutoencoderKL": (AutoencoderKLConfig, AutoencoderKLDecoder),  # the decoder only
+}
 PREDICTIONS = {"epsilon": "noise", "sample": "data", "v_prediction": "v"}
 # Schedulers of discrete-time VP diffusion (betas over num_train_timesteps steps): their
 # training fields define the schedule; the rest of their config sets up diffusers' own
@@ -163,7 +173,8 @@ def load_network(folder, dtype=None) -> tuple[nnx.Module, object]:
     abstract = nnx.eval_shape(lambda: module_class(config, dtype=dtype, rngs=nnx.Rngs(0)))
     graph, state = nnx.split(abstract)
     expected = {tuple(path): tuple(variable.get_value().shape) for path, variable in nnx.to_flat_state(state)}
-    values = dict(_converted(tensor_name, tensor, expected) for tensor_name, tensor in read_weights(folder).items())
+    values = dict(_converted(tensor_name, tensor, expected) for tensor_name, tensor in read_weights(folder).items()
+                  if tensor_name.startswith(module_class.TENSOR_PREFIXES))
     missing = [".".join(map(str, path)) for path in expected if path not in values]
     if missing:
         raise ValueError(f"{folder}: the checkpoint lacks {len(missing)} parameter(s) its config needs, such as "
@@ -176,6 +187,17 @@ def load_network(folder, dtype=None) -> tuple[nnx.Module, object]:
         node[path[-1]] = jnp.asarray(value)
     nnx.replace_by_pure_dict(state, pure)
     return nnx.merge(graph, state), config
+
+
+def load_decoder(folder, dtype=None) -> AutoencoderKLDecoder:
+    """The VAE decoder of a latent pipeline folder (its vae/) or of an AutoencoderKL
+    model folder: `decoder.decode_latents(latents)` turns sampled latents into images."""
+    folder = pathlib.Path(folder)
+    model_folder = folder / "vae" if (folder / "model_index.json").is_file() else folder
+    module, _ = load_network(model_folder, dtype=dtype)
+    if not isinstance(module, AutoencoderKLDecoder):
+        raise ValueError(f"{model_folder} holds a {type(module).__name__}, not an AutoencoderKL")
+    return module
 
 
 def _betas(config: dict, source: str) -> np.ndarray:
@@ -214,29 +236,67 @@ def schedule_from_scheduler_config(config: dict, source: str = "scheduler_config
     return schedule, PREDICTIONS[prediction_type]
 
 
-def load_diffusers(folder, *, schedule=None, prediction=None, labels=None, dtype=None) -> Denoiser:
+@dataclasses.dataclass(frozen=True, eq=False)
+class DiffusersModel:
+    """A diffusers folder read from disk: the NNX network with its weights, its config,
+    and the schedule and prediction of its scheduler config (None without one)."""
+
+    folder: pathlib.Path
+    module: nnx.Module
+    config: object
+    schedule: schedules.Schedule | None
+    prediction: str | None
+
+    @classmethod
+    def read(cls, folder, dtype=None) -> DiffusersModel:
+        """Read a pipeline or model folder (see the module docstring); `dtype` is the
+        network's computation dtype."""
+        model_folder, scheduler_file = _model_folders(pathlib.Path(folder))
+        module, config = load_network(model_folder, dtype=dtype)
+        schedule = prediction = None
+        if scheduler_file is not None:
+            schedule, prediction = schedule_from_scheduler_config(_read_json(scheduler_file), str(scheduler_file))
+        return cls(pathlib.Path(folder), module, config, schedule, prediction)
+
+    @property
+    def classes(self) -> int | None:
+        """The number of classes of a class-conditional network (None if unconditional)."""
+        return self.config.classes
+
+
+def load_diffusers(folder, *, schedule=None, prediction=None, labels=None, guidance_scale: float = 1.0,
+                   dtype=None) -> Denoiser:
     """The `Denoiser` of a diffusers pipeline or model folder.
 
     The schedule and prediction come from the scheduler config when there is one;
     `schedule=` and `prediction=` give them for a bare model folder (or override them).
     The network takes the training step index as time ("discrete"). `labels` (one class
-    per sample) condition a class-conditional model. `dtype=jnp.bfloat16` runs the
-    network in bfloat16 while the solver stays in float32.
+    per sample) condition a class-conditional model; `guidance_scale` other than 1 adds
+    classifier-free guidance where the model has a null label (DiT). A DiT's latents
+    are the samples (its VAE decodes them). `dtype=jnp.bfloat16` runs the network in
+    bfloat16 while the solver stays in float32.
     """
-    model_folder, scheduler_file = _model_folders(pathlib.Path(folder))
-    module, config = load_network(model_folder, dtype=dtype)
-    if scheduler_file is not None:
-        found_schedule, found_prediction = schedule_from_scheduler_config(_read_json(scheduler_file),
-                                                                          str(scheduler_file))
-        schedule = found_schedule if schedule is None else schedule
-        prediction = found_prediction if prediction is None else prediction
+    read = DiffusersModel.read(folder, dtype=dtype)
+    schedule = read.schedule if schedule is None else schedule
+    prediction = read.prediction if prediction is None else prediction
     if schedule is None or prediction is None:
         raise ValueError(f"{folder} has no scheduler config: pass schedule= (for example "
                          "samplax.schedules.VPDiscrete.ddpm_linear()) and prediction= ('noise', 'data' or 'v')")
-    classes = getattr(config, "num_class_embeds", None)
-    if (labels is None) != (classes is None):
-        raise ValueError(f"{folder} is class-conditional ({classes} classes): pass labels=" if classes is not None
-                         else f"{folder} is not class-conditional; pass labels=None")
-    condition = {} if labels is None else {"label": jnp.asarray(labels, jnp.int32)}
-    return Denoiser(network_function(module), schedule, prediction, "discrete", condition=condition,
-                    sample_shape=config.sample_shape, classes=classes)
+    if (labels is None) != (read.classes is None):
+        raise ValueError(f"{folder} is class-conditional ({read.classes} classes): pass labels="
+                         if read.classes is not None else f"{folder} is not class-conditional; pass labels=None")
+    condition = {}
+    if labels is not None:
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
+        condition = {"label": jnp.asarray(labels, jnp.int32)}
+    guidance = {}
+    if guidance_scale != 1.0:
+        if read.config.null_label is None:
+            raise ValueError(f"guidance_scale={guidance_scale}: {folder} has no null label (unconditional class), "
+                             "so classifier-free guidance is not defined for it")
+        guidance = {"unconditional": {"label": jnp.full_like(condition["label"], read.config.null_label)},
+                    "guidance_scale": guidance_scale}
+    return Denoiser(network_function(read.module), schedule, prediction, "discrete", condition=condition,
+                    sample_shape=read.config.sample_shape, classes=read.classes, **guidance)

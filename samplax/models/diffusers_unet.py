@@ -24,7 +24,10 @@ import jax.numpy as jnp
 
 from samplax.models.networks import timestep_embedding
 
-__all__ = ["ACTIVATIONS", "UNET_OPTIONS", "UNet2DConfig", "UNet2DModel"]
+__all__ = [
+    "ACTIVATIONS", "UNET_OPTIONS", "UNet2DConfig", "UNet2DModel", "check_options", "conv2d", "group_norm",
+    "multi_head_attention",
+]
 
 ACTIVATIONS = {
     "silu": jax.nn.silu, "swish": jax.nn.silu, "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
@@ -43,6 +46,25 @@ UNET_OPTIONS = {
     "resnet_time_scale_shift": ("default", "scale_shift"),
     "class_embed_type": (None,),
 }
+
+
+def check_options(config, options: dict, source: str) -> None:
+    """Refuse a config field whose value is not one of those `options` allows for it."""
+    for key, allowed in options.items():
+        if getattr(config, key) not in allowed:
+            raise ValueError(f"{source}: {key}={getattr(config, key)!r} is not supported; samplax builds "
+                             f"{key} in {allowed}")
+
+
+def multi_head_attention(query, key, value, heads: int):
+    """Softmax attention of (batch, tokens, width) projections split into `heads` heads of
+    consecutive features, scaled by 1/sqrt(head width), merged back to (batch, tokens, width)."""
+    batch, tokens, width = query.shape
+
+    def split(a):
+        return a.reshape(batch, a.shape[1], heads, width // heads)
+
+    return jax.nn.dot_product_attention(split(query), split(key), split(value)).reshape(batch, tokens, width)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,10 +114,7 @@ class UNet2DConfig:
         return built
 
     def check(self, source: str = "config") -> None:
-        for key, allowed in UNET_OPTIONS.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"{source}: {key}={getattr(self, key)!r} is not supported; samplax builds "
-                                 f"{key} in {allowed}")
+        check_options(self, UNET_OPTIONS, source)
         for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
             for block in getattr(self, key):
                 if block not in allowed:
@@ -114,6 +133,16 @@ class UNet2DConfig:
                              "embedding has sines and cosines in pairs)")
 
     @property
+    def classes(self) -> int | None:
+        """The number of classes of a class-conditional network (None if unconditional)."""
+        return self.num_class_embeds
+
+    @property
+    def null_label(self) -> None:
+        """A UNet2DModel has no label meaning "no class" (so no classifier-free guidance)."""
+        return None
+
+    @property
     def sample_shape(self) -> tuple[int, int, int] | None:
         """(height, width, in_channels) of one sample, if the config says."""
         if self.sample_size is None:
@@ -123,45 +152,48 @@ class UNet2DConfig:
         return (height, width, self.in_channels)
 
 
-def _conv(in_channels, out_channels, kernel, stride=1, padding=1, *, dtype, rngs):
+def conv2d(in_channels, out_channels, kernel, stride=1, padding=1, *, dtype, rngs):
     pad = ((padding, padding), (padding, padding)) if isinstance(padding, int) else padding
     return nnx.Conv(in_channels, out_channels, (kernel, kernel), strides=(stride, stride), padding=pad, dtype=dtype,
                     rngs=rngs)
 
 
-def _norm(channels, groups, eps, *, dtype, rngs):
+def group_norm(channels, groups, eps, *, dtype, rngs):
     # Two-pass variance, as torch.nn.GroupNorm computes it.
     return nnx.GroupNorm(channels, num_groups=groups, epsilon=eps, use_fast_variance=False, dtype=dtype, rngs=rngs)
 
 
 class ResnetBlock2D(nnx.Module):
     """GroupNorm, activation, 3x3 conv, plus the projected time embedding (added, or as a
-    scale and shift of the second norm), GroupNorm, activation, 3x3 conv, and a skip
-    (1x1 conv where the channels change), divided by `output_scale_factor`."""
+    scale and shift of the second norm; none without `temb_channels`), GroupNorm,
+    activation, 3x3 conv, and a skip (1x1 conv where the channels change), divided by
+    `output_scale_factor`. The blocks read their norm groups, eps, activation and time
+    conditioning from the model's config (a UNet2DConfig or an AutoencoderKLConfig)."""
 
-    def __init__(self, in_channels, out_channels, temb_channels, config: UNet2DConfig, output_scale_factor=1.0, *,
-                 dtype, rngs):
+    def __init__(self, in_channels, out_channels, temb_channels, config, output_scale_factor=1.0, *, dtype, rngs):
         groups, eps = config.norm_num_groups, config.norm_eps
         self.activation = ACTIVATIONS[config.act_fn]
         self.scale_shift = config.resnet_time_scale_shift == "scale_shift"
         self.output_scale_factor = output_scale_factor
-        self.norm1 = _norm(in_channels, groups, eps, dtype=dtype, rngs=rngs)
-        self.conv1 = _conv(in_channels, out_channels, 3, dtype=dtype, rngs=rngs)
+        self.norm1 = group_norm(in_channels, groups, eps, dtype=dtype, rngs=rngs)
+        self.conv1 = conv2d(in_channels, out_channels, 3, dtype=dtype, rngs=rngs)
         projected = 2 * out_channels if self.scale_shift else out_channels
-        self.time_emb_proj = nnx.Linear(temb_channels, projected, dtype=dtype, rngs=rngs)
-        self.norm2 = _norm(out_channels, groups, eps, dtype=dtype, rngs=rngs)
-        self.conv2 = _conv(out_channels, out_channels, 3, dtype=dtype, rngs=rngs)
-        self.conv_shortcut = (_conv(in_channels, out_channels, 1, padding=0, dtype=dtype, rngs=rngs)
+        self.time_emb_proj = (nnx.Linear(temb_channels, projected, dtype=dtype, rngs=rngs)
+                              if temb_channels is not None else None)
+        self.norm2 = group_norm(out_channels, groups, eps, dtype=dtype, rngs=rngs)
+        self.conv2 = conv2d(out_channels, out_channels, 3, dtype=dtype, rngs=rngs)
+        self.conv_shortcut = (conv2d(in_channels, out_channels, 1, padding=0, dtype=dtype, rngs=rngs)
                               if in_channels != out_channels else None)
 
-    def __call__(self, x, temb):
+    def __call__(self, x, temb=None):
         h = self.conv1(self.activation(self.norm1(x)))
-        time = self.time_emb_proj(self.activation(temb))[:, None, None, :]
-        if self.scale_shift:
-            scale, shift = jnp.split(time, 2, axis=-1)
+        if self.time_emb_proj is None:
+            h = self.norm2(h)
+        elif self.scale_shift:
+            scale, shift = jnp.split(self.time_emb_proj(self.activation(temb))[:, None, None, :], 2, axis=-1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + time)
+            h = self.norm2(h + self.time_emb_proj(self.activation(temb))[:, None, None, :])
         h = self.conv2(self.activation(h))
         skip = x if self.conv_shortcut is None else self.conv_shortcut(x)
         return (skip + h) / self.output_scale_factor
@@ -177,7 +209,7 @@ class Attention(nnx.Module):
             raise ValueError(f"attention over {channels} channels cannot have heads of {head_dim} channels")
         self.heads = channels // head_dim
         self.rescale_output_factor = rescale_output_factor
-        self.group_norm = _norm(channels, groups, eps, dtype=dtype, rngs=rngs)
+        self.group_norm = group_norm(channels, groups, eps, dtype=dtype, rngs=rngs)
         self.to_q = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_k = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
         self.to_v = nnx.Linear(channels, channels, dtype=dtype, rngs=rngs)
@@ -186,12 +218,7 @@ class Attention(nnx.Module):
     def __call__(self, x):
         batch, height, width, channels = x.shape
         h = self.group_norm(x).reshape(batch, height * width, channels)
-
-        def heads(a):
-            return a.reshape(batch, height * width, self.heads, channels // self.heads)
-
-        h = jax.nn.dot_product_attention(heads(self.to_q(h)), heads(self.to_k(h)), heads(self.to_v(h)))
-        h = self.to_out[0](h.reshape(batch, height * width, channels)).reshape(x.shape)
+        h = self.to_out[0](multi_head_attention(self.to_q(h), self.to_k(h), self.to_v(h), self.heads)).reshape(x.shape)
         return (h + x) / self.rescale_output_factor
 
 
@@ -201,7 +228,7 @@ class Downsample2D(nnx.Module):
 
     def __init__(self, channels, padding, *, dtype, rngs):
         pad = padding if padding else ((0, 1), (0, 1))
-        self.conv = _conv(channels, channels, 3, stride=2, padding=pad, dtype=dtype, rngs=rngs)
+        self.conv = conv2d(channels, channels, 3, stride=2, padding=pad, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.conv(x)
@@ -211,7 +238,7 @@ class Upsample2D(nnx.Module):
     """Nearest-neighbour doubling, then a 3x3 conv."""
 
     def __init__(self, channels, *, dtype, rngs):
-        self.conv = _conv(channels, channels, 3, dtype=dtype, rngs=rngs)
+        self.conv = conv2d(channels, channels, 3, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
         return self.conv(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2))
@@ -280,7 +307,7 @@ class UpBlock(nnx.Module):
 class MidBlock(nnx.Module):
     """Resnet, attention (unless `add_attention` is false), resnet, at the lowest level."""
 
-    def __init__(self, channels, temb_channels, config: UNet2DConfig, *, dtype, rngs):
+    def __init__(self, channels, temb_channels, config, *, dtype, rngs):
         scale = config.mid_block_scale_factor
         groups = config.attn_norm_num_groups or config.norm_num_groups
         self.resnets = nnx.List([ResnetBlock2D(channels, channels, temb_channels, config, scale, dtype=dtype,
@@ -289,7 +316,7 @@ class MidBlock(nnx.Module):
             Attention(channels, config.attention_head_dim or channels, groups, config.norm_eps, scale, dtype=dtype,
                       rngs=rngs)]) if config.add_attention else None
 
-    def __call__(self, x, temb):
+    def __call__(self, x, temb=None):
         x = self.resnets[0](x, temb)
         if self.attentions is not None:
             x = self.attentions[0](x)
@@ -299,6 +326,8 @@ class MidBlock(nnx.Module):
 class UNet2DModel(nnx.Module):
     """diffusers' UNet2DModel (the DDPM UNet of Ho et al. 2020) from its config."""
 
+    TENSOR_PREFIXES = ("",)  # every tensor of the checkpoint
+
     def __init__(self, config: UNet2DConfig, *, dtype=None, rngs: nnx.Rngs):
         config.check()
         self.config = config
@@ -306,7 +335,7 @@ class UNet2DModel(nnx.Module):
         channels: Sequence[int] = config.block_out_channels
         first = channels[0]
         temb = config.time_embedding_dim or 4 * first
-        self.conv_in = _conv(config.in_channels, first, 3, dtype=dtype, rngs=rngs)
+        self.conv_in = conv2d(config.in_channels, first, 3, dtype=dtype, rngs=rngs)
         self.time_embedding = TimestepEmbedding(first, temb, dtype=dtype, rngs=rngs)
         self.class_embedding = (nnx.Embed(config.num_class_embeds, temb, dtype=dtype, rngs=rngs)
                                 if config.num_class_embeds is not None else None)
@@ -322,8 +351,8 @@ class UNet2DModel(nnx.Module):
             UpBlock(kind, reverse[min(i + 1, levels - 1)], reverse[i], reverse[max(i - 1, 0)], temb, config,
                     i == levels - 1, dtype=dtype, rngs=rngs)
             for i, kind in enumerate(config.up_block_types)])
-        self.conv_norm_out = _norm(first, config.norm_num_groups, config.norm_eps, dtype=dtype, rngs=rngs)
-        self.conv_out = _conv(first, config.out_channels, 3, dtype=dtype, rngs=rngs)
+        self.conv_norm_out = group_norm(first, config.norm_num_groups, config.norm_eps, dtype=dtype, rngs=rngs)
+        self.conv_out = conv2d(first, config.out_channels, 3, dtype=dtype, rngs=rngs)
 
     def __call__(self, x, timestep, label=None):
         """`label`: the class labels (diffusers' `class_labels`), one per sample, for a model
