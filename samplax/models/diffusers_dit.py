@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from samplax.models.diffusers_unet import TimestepEmbedding, check_options, multi_head_attention
+from samplax.models.diffusers_unet import TimestepEmbedding, check_options, config_from_dict, multi_head_attention
 from samplax.models.networks import timestep_embedding
 
 __all__ = ["DiTConfig", "DiTTransformer2DModel"]
@@ -57,14 +57,7 @@ class DiTConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "config.json") -> DiTConfig:
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(key for key in config if key not in names and not key.startswith("_"))
-        if unknown:
-            raise ValueError(f"{source}: unknown DiTTransformer2DModel config key(s) {unknown}; samplax reads "
-                             f"{sorted(names)}")
-        built = cls(**{key: value for key, value in config.items() if key in names})
-        built.check(source)
-        return built
+        return config_from_dict(cls, config, "DiTTransformer2DModel", source)
 
     def check(self, source: str = "config") -> None:
         check_options(self, DIT_OPTIONS, source)

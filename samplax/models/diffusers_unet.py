@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from samplax.models.networks import timestep_embedding
 
 __all__ = [
-    "ACTIVATIONS", "UNET_OPTIONS", "UNet2DConfig", "UNet2DModel", "check_options", "conv2d", "group_norm",
+    "ACTIVATIONS", "UNET_OPTIONS", "UNet2DConfig", "UNet2DModel", "check_options", "config_from_dict", "conv2d",
+    "group_norm",
     "multi_head_attention",
 ]
 
@@ -54,6 +55,19 @@ def check_options(config, options: dict, source: str) -> None:
         if getattr(config, key) not in allowed:
             raise ValueError(f"{source}: {key}={getattr(config, key)!r} is not supported; samplax builds "
                              f"{key} in {allowed}")
+
+
+def config_from_dict(config_class, config: dict, model: str, source: str):
+    """A config dataclass from a config.json's dict: unknown keys refused by name (keys
+    starting with "_" are diffusers' bookkeeping), JSON lists as tuples, then checked."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(key for key in config if key not in names and not key.startswith("_"))
+    if unknown:
+        raise ValueError(f"{source}: unknown {model} config key(s) {unknown}; samplax reads {sorted(names)}")
+    built = config_class(**{key: tuple(value) if isinstance(value, list) else value
+                            for key, value in config.items() if key in names})
+    built.check(source)
+    return built
 
 
 def multi_head_attention(query, key, value, heads: int):
@@ -103,15 +117,7 @@ class UNet2DConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "config.json") -> UNet2DConfig:
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(key for key in config if key not in names and not key.startswith("_"))
-        if unknown:
-            raise ValueError(f"{source}: unknown UNet2DModel config key(s) {unknown}; samplax reads {sorted(names)}")
-        values = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in config.items() if key in names}
-        built = cls(**values)
-        built.check(source)
-        return built
+        return config_from_dict(cls, config, "UNet2DModel", source)
 
     def check(self, source: str = "config") -> None:
         check_options(self, UNET_OPTIONS, source)

@@ -23,6 +23,7 @@ from samplax.models.diffusers_unet import (
     ResnetBlock2D,
     Upsample2D,
     check_options,
+    config_from_dict,
     conv2d,
     group_norm,
 )
@@ -70,15 +71,7 @@ class AutoencoderKLConfig:
 
     @classmethod
     def from_dict(cls, config: dict, source: str = "config.json") -> AutoencoderKLConfig:
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(key for key in config if key not in names and not key.startswith("_"))
-        if unknown:
-            raise ValueError(f"{source}: unknown AutoencoderKL config key(s) {unknown}; samplax reads {sorted(names)}")
-        values = {key: tuple(value) if isinstance(value, list) else value
-                  for key, value in config.items() if key in names}
-        built = cls(**values)
-        built.check(source)
-        return built
+        return config_from_dict(cls, config, "AutoencoderKL", source)
 
     def check(self, source: str = "config") -> None:
         check_options(self, VAE_OPTIONS, source)
