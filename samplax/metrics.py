@@ -58,6 +58,21 @@ def _points(name: str, points) -> np.ndarray:
     return points
 
 
+def _as_classifier(classifier, features: bool = False):
+    """The shipped classifier for None, else `classifier` checked to be used as one: called
+    on images it gives logits and, where `features` is needed, `features(images)` gives its
+    penultimate activations (as `samplax.models.networks.Classifier`)."""
+    if classifier is None:
+        return _classifier()
+    if not callable(classifier) or features and not callable(getattr(classifier, "features", None)):
+        needed = " with a features(images) method" if features else ""
+        raise TypeError(
+            "classifier must be a digits classifier such as samplax.models.networks.Classifier: callable on "
+            f"images (giving logits){needed}; got {type(classifier).__name__}"
+        )
+    return classifier
+
+
 def label_accuracy(images, labels, classifier=None) -> float:
     """Fraction of images the classifier (default: the shipped one) assigns to `labels`."""
     images = _images(images)
@@ -66,20 +81,20 @@ def label_accuracy(images, labels, classifier=None) -> float:
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
-    logits = (classifier or _classifier())(images)
+    logits = _as_classifier(classifier)(images)
     return float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
 
 
 def classifier_confidence(images, classifier=None) -> np.ndarray:
     """The classifier's (default: the shipped one's) probability of its most likely class,
     per image: how clearly each image reads as some digit."""
-    logits = np.asarray((classifier or _classifier())(_images(images)), np.float64)
+    logits = np.asarray(_as_classifier(classifier)(_images(images)), np.float64)
     return 1.0 / np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)
 
 
 def classifier_features(images, classifier=None) -> np.ndarray:
     """Penultimate features of the classifier (default: the shipped one), (batch, features)."""
-    return np.asarray((classifier or _classifier()).features(_images(images)), np.float64)
+    return np.asarray(_as_classifier(classifier, features=True).features(_images(images)), np.float64)
 
 
 def frechet_distance(features_a, features_b) -> float:

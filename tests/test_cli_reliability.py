@@ -291,3 +291,27 @@ def test_manifest_seed_syntax_reads_back():
     for seeds in ([0, 1, 2, 3, 7, 10, 11], [5], [9, 3, 4, 5, 0], list(range(0, 40, 2))):
         assert parse_seeds(format_seeds(seeds)) == seeds
     assert format_seeds([0, 1, 2, 3, 7, 10, 11]) == "0-3,7,10-11" and format_seeds([]) == ""
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--solver", "restart"], "--solver restart cannot step the sampling from t = 1"),
+        (["--solver", "euler-maruyama"], "--solver euler-maruyama cannot step the sampling"),
+        (["--grid", "logsnr"], "--grid logsnr cannot be built"),
+        (["--grid", "karras"], "--grid karras cannot be built"),
+        (["--invert", "digits:3:0", "--solver", "dpm++2m"], "choose a flow solver (adams-bashforth-2"),
+        (["--restore", "digits:3:0", "--method", "code", "--solver", "dpm++2m"], "give --t-end > 0"),
+    ],
+)
+def test_solvers_and_grids_that_cannot_run_on_a_flow_are_refused_up_front(capsys, monkeypatch, tmp_path, argv,
+                                                                          message):
+    """Exponential integrators and lambda-spaced grids where lambda is infinite (t = 0, 1 on
+    a flow) are bad arguments (exit 2) found before any network evaluation."""
+    flow = save_tiny(tmp_path / "flow.msgpack", "flow", seed=3)
+    for name in ("sample", "invert", "code"):
+        monkeypatch.setattr(f"samplax.{name}", lambda *args, **kwargs: pytest.fail("the network ran"))
+    code, err = _main(capsys, ["--model", flow, *argv, "--steps", "4", "--outdir", str(tmp_path / "out"),
+                               "--no-progress"])
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

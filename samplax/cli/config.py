@@ -19,8 +19,9 @@ from samplax.cli.model import Model
 from samplax.cli.options import DEFAULTS, METHODS, SOLVER_SETTINGS, UNCONDITIONAL, UsageError, parse_seeds
 from samplax.models import pretrained
 from samplax.samplers import editing, img2img
-from samplax.samplers.inputs import end_points
-from samplax.solvers.grids import GRIDS
+from samplax.samplers.inputs import end_points, resolve_grid
+from samplax.samplers.sampling import check_plan
+from samplax.solvers.grids import GRIDS, time_grid
 
 __all__ = ["REVERSIBLE_SOLVER", "RunConfig", "default_solver", "from_arguments", "with_model"]
 
@@ -375,4 +376,55 @@ def with_model(config: RunConfig, model: Model):
         if config.grid is not None:
             raise UsageError(f"--grid applies to fixed-grid solvers; --solver {name} chooses its own steps")
         return dataclasses.replace(config, solver=name, steps=None), solver
-    return dataclasses.replace(config, solver=name, grid=config.grid or model.schedule.default_grid), solver
+    config = dataclasses.replace(config, solver=name, grid=config.grid or model.schedule.default_grid)
+    _check_grids(config, model, solver)
+    return config, solver
+
+
+def _solved_grids(config: RunConfig, model: Model, solver) -> list[tuple[str, object]]:
+    """(what, times) for every solve the run makes, in the direction it runs (increasing
+    times invert): the grids the runners of each mode build from the same options."""
+    try:
+        times = resolve_grid(model.schedule, solver, config.steps, config.grid, None, config.t_end).concrete(
+            model.schedule)
+    except ValueError as error:
+        raise UsageError(f"--grid {config.grid} cannot be built on {config.model!r}'s schedule: {error}") from None
+    if config.mode in ("invert", "edit"):
+        return [("the inversion", times[::-1]), ("the sampling", times)]
+    if config.mode == "img2img" and config.mask is None:
+        return [("the sampling", times[img2img.begin_index(config.steps, config.strength):])]
+    if config.method == "code":  # as samplax.code builds it from the level of restoration._code_level
+        begin = img2img.begin_index(config.steps, config.strength)
+        times = time_grid(model.schedule, config.steps - begin, config.grid, times[begin], times[-1])
+        return [("the inversion", times[::-1]), ("the regeneration", times)]
+    return [("the sampling", times)]
+
+
+def _check_grids(config: RunConfig, model: Model, solver) -> None:
+    """Refuse, before any network evaluation, a solver that cannot step the run's grids
+    (an exponential integrator where lambda = log(alpha / sigma) is infinite)."""
+    for what, times in _solved_grids(config, model, solver):
+        try:
+            check_plan(model.schedule, solver, times)
+        except ValueError:
+            raise UsageError(
+                f"--solver {config.solver} cannot step {what} from t = {float(times[0]):g} to t = "
+                f"{float(times[-1]):g} on {config.model!r}: its coefficients are infinite where lambda = "
+                f"log(alpha / sigma) is (t = 1 and t = 0 on a flow); {_remedy(config, model, solver)}"
+            ) from None
+
+
+def _remedy(config: RunConfig, model: Model, solver) -> str:
+    """--t-end > 0 where that alone makes the grids steppable, else the flow solvers."""
+    if config.t_end in (None, 0.0):
+        moved = dataclasses.replace(config, t_end=1e-3)
+        try:
+            for _, times in _solved_grids(moved, model, solver):
+                check_plan(model.schedule, solver, times)
+            return "give --t-end > 0 (such as 1e-3), or choose a flow solver"
+        except (ValueError, UsageError):
+            pass
+    flow_solvers = [name for name in solvers.names() if solvers.get(name).prediction == "velocity"
+                    and not any((solvers.get(name).adaptive, solvers.get(name).stochastic,
+                                 solvers.get(name).reversible))]
+    return f"choose a flow solver ({', '.join(flow_solvers)})"

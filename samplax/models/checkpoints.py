@@ -26,6 +26,7 @@ import flax.serialization as serialization
 import jax
 import numpy as np
 
+from samplax.checks import check_path
 from samplax.models.networks import build
 
 __all__ = [
@@ -69,6 +70,9 @@ def _flatten(tree) -> dict[str, np.ndarray]:
     an object) is refused by path, since msgpack would store it as something else."""
     arrays = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            raise TypeError(f"checkpoint leaf {jax.tree_util.keystr(path)} is a PRNG key; save its data, "
+                            "jax.random.key_data(key), and wrap it again with jax.random.wrap_key_data on load")
         array = np.asarray(leaf) if isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, bool)) else None
         if array is None or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise TypeError(f"checkpoint leaf {jax.tree_util.keystr(path)} must be a numeric array or number, got "
@@ -98,6 +102,7 @@ def _json_path(path: pathlib.Path) -> pathlib.Path:
 
 def save(path, tree, config: dict) -> pathlib.Path:
     """Save a pytree of arrays and a JSON-serialisable config; returns the msgpack path."""
+    check_path("path", path)
     path = pathlib.Path(path)
     if path.suffix != ".msgpack":
         raise ValueError(f"checkpoint path must end in .msgpack, got {str(path)!r}")
@@ -109,6 +114,8 @@ def save(path, tree, config: dict) -> pathlib.Path:
         raise TypeError(f"checkpoint config must hold JSON values only (str, number, bool, None, list, dict) and "
                         f"finite numbers: {error}") from None
     arrays = _flatten(tree)
+    if not arrays:
+        raise ValueError(f"checkpoint tree holds no arrays (got {tree!r:.60}); nothing would be saved")
     checksum = _checksum(arrays)
     payload = {"magic": _MAGIC, "format_version": FORMAT_VERSION, "config": config_text, "arrays": arrays,
                "checksum": checksum}
@@ -120,6 +127,7 @@ def save(path, tree, config: dict) -> pathlib.Path:
 
 
 def _read(path) -> dict:
+    check_path("path", path)
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
@@ -165,7 +173,11 @@ def load(path, template, *, part: str | None = None):
     arrays = payload["arrays"]
     if part is not None:
         prefix = jax.tree_util.keystr((jax.tree_util.DictKey(part),))
-        arrays = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+        inside = {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)}
+        if not inside:
+            entries = sorted({key.split("]")[0] + "]" for key in arrays})
+            raise CheckpointError(f"{str(path)!r} has no part {part!r}: its top-level entries are {entries[:8]}")
+        arrays = inside
     paths, treedef = jax.tree_util.tree_flatten_with_path(template)
     expected = [jax.tree_util.keystr(p) for p, _ in paths]
     missing = [key for key in expected if key not in arrays]
@@ -186,11 +198,31 @@ def load(path, template, *, part: str | None = None):
 
 
 def save_model(path, module: nnx.Module, config: dict) -> pathlib.Path:
-    """Save a network's parameters; config must name it ("network", "network_kwargs")."""
+    """Save a network's parameters; config must name it ("network", "network_kwargs"), and
+    the network it names must have the module's parameters, so that `load_model` rebuilds
+    this module (checked here, not discovered at load)."""
+    if not isinstance(module, nnx.Module):
+        raise TypeError(f"module must be a flax.nnx.Module, got {type(module).__name__}")
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
     for key in ("network", "network_kwargs"):
         if key not in config:
             raise ValueError(f"config must contain {key!r} so the network can be rebuilt")
-    return save(path, nnx.state(module, nnx.Param), {**config, "kind": "model"})
+    parameters = nnx.state(module, nnx.Param)
+    rebuilt = nnx.state(nnx.eval_shape(lambda: build(config["network"], config["network_kwargs"])), nnx.Param)
+    shapes = {key: np.shape(value) for key, value in _flatten_shapes(parameters).items()}
+    expected = {key: np.shape(value) for key, value in _flatten_shapes(rebuilt).items()}
+    if shapes != expected:
+        differing = sorted(key for key in shapes.keys() | expected.keys() if shapes.get(key) != expected.get(key))
+        raise ValueError(
+            f"config's network {config['network']!r} with {config['network_kwargs']} does not have this module's "
+            f"parameters (they differ at {differing[:4]}): load_model could not rebuild it"
+        )
+    return save(path, parameters, {**config, "kind": "model"})
+
+
+def _flatten_shapes(tree) -> dict:
+    return {jax.tree_util.keystr(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def load_model(path) -> tuple[nnx.Module, dict]:

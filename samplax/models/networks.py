@@ -14,6 +14,7 @@ import math
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplax.checks import check_count, check_positive
 
@@ -70,6 +71,11 @@ class _Conditioning(nnx.Module):
             return emb
         if label is None:
             label = jnp.full((batch,), self.num_classes, jnp.int32)
+        elif not isinstance(label, jax.core.Tracer):  # traced labels are checked by the Denoiser
+            values = np.asarray(label)
+            if not np.issubdtype(values.dtype, np.integer) or np.any(values < 0) or np.any(values > self.num_classes):
+                raise ValueError(f"label must hold integer classes in 0..{self.num_classes - 1} (or "
+                                 f"{self.num_classes}, the null label), got {values!r:.80}")
         return emb + self.label(jnp.broadcast_to(jnp.asarray(label, jnp.int32), (batch,)))
 
 

@@ -37,6 +37,11 @@ class Grid:
     t_end: jax.Array | None = None
     times: jax.Array | None = None
 
+    @property
+    def ends(self) -> tuple:
+        """(first time, last time) of the grid."""
+        return (self.t_start, self.t_end) if self.times is None else (self.times[0], self.times[-1])
+
     def concrete(self, schedule: Schedule) -> jax.Array:
         """The grid's times, computing them from the kind where needed."""
         if self.times is not None:

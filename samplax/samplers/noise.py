@@ -62,6 +62,32 @@ class NoiseSource(abc.ABC):
         over `interval` (two times) on path `stream`, for every sample, shaped like
         `like` (batch first), as the engine asks for it (`engine.NoisePlan`)."""
 
+    def checked_drawer(self, keys: jax.Array, schedule: Schedule, like: jax.ShapeDtypeStruct):
+        """`drawer` whose draws are checked, when traced, to have `like`'s shape and
+        dtype, so a noise source of one's own that draws otherwise is named."""
+        draw = self.drawer(keys, schedule, like)
+
+        def checked(index, interval, stream):
+            xi = draw(index, interval, stream)
+            if jnp.shape(xi) != like.shape or jnp.result_type(xi) != like.dtype:
+                raise ValueError(
+                    f"noise source {self!r} drew an array of shape {jnp.shape(xi)} and dtype {jnp.result_type(xi)}; "
+                    f"each draw must be shaped like the state, {like.shape} of {like.dtype}"
+                )
+            return xi
+
+        return checked
+
+    def check_finite_draw(self, keys: jax.Array, schedule: Schedule, like, times) -> None:
+        """Raise a FloatingPointError if this source's first draw over the grid `times`
+        holds NaN or inf: looked at only once a solve has failed, so that a noise source
+        of one's own at fault is named instead of the solver."""
+        interval = jnp.stack([times[0], times[1]])
+        xi = self.checked_drawer(keys, schedule, jax.ShapeDtypeStruct(like.shape, like.dtype))(0, interval, 0)
+        if not bool(jnp.all(jnp.isfinite(xi))):
+            raise FloatingPointError(f"sampling produced NaN or inf values because noise source {self!r} drew "
+                                     "NaN or inf: the noise source is at fault, not the solver")
+
 
 @dataclasses.dataclass(frozen=True)
 class IndependentNoise(NoiseSource):

@@ -14,6 +14,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplax.checks import check_flag
 from samplax.samplers.denoiser import Denoiser
@@ -39,7 +40,21 @@ def _as_state(noise) -> ReversibleState:
             f"noise.x_hat (shape {state.x_hat.shape}, {state.x_hat.dtype}) must match noise.x (shape "
             f"{state.x.shape}, {state.x.dtype}): they are the two halves of one reversible Heun state"
         )
+    _check_state_times(state.times)
     return state
+
+
+def _check_state_times(times) -> None:
+    """A state's `times` (the grid it was inverted over) is None or a concrete grid from
+    noise to data: a 1-D array of at least two finite, strictly decreasing times."""
+    if times is None or isinstance(times, jax.core.Tracer):
+        return
+    array = np.asarray(times)
+    if array.ndim != 1 or array.shape[0] < 2 or not np.all(np.isfinite(array)) or not np.all(np.diff(array) < 0):
+        raise ValueError(
+            f"noise.times must be the grid the state was inverted over, a 1-D array of at least 2 finite times "
+            f"decreasing from noise to data (or None), got {array!r}"
+        )
 
 
 def _check_state_grid(state: ReversibleState, times) -> None:
@@ -89,8 +104,9 @@ def reversible_sample(
         model: the `Denoiser`.
         noise: standard normal noise (batch first), or the `ReversibleState` returned by
             `reversible_invert` with the same grid, which this maps back to the data exactly.
-        steps, grid, t_start, t_end: the time grid, as for `samplax.sample` (by default
-            the schedule's `default_grid`, uniform on flows).
+        steps, grid, t_start, t_end: the time grid, as for `samplax.sample`. By default,
+            a state's own `times` (the grid it was inverted over), else the schedule's
+            `default_grid` (uniform on flows).
         adjoint: how the solve is differentiated: `samplax.Backpropagation()` (default,
             None), `Checkpointed()` or `ReversibleAdjoint()` (exact, constant memory).
 
@@ -98,7 +114,10 @@ def reversible_sample(
         (samples, Info) with Info.nfe = steps + 1.
     """
     check_flag("return_trajectory", return_trajectory)
-    check_model(model, "reversible_sample", _as_state(noise).x, "noise")
+    state = _as_state(noise)
+    check_model(model, "reversible_sample", state.x, "noise")
+    if state.times is not None and all(value is None for value in (steps, grid, t_start, t_end)):
+        grid = state.times  # the grid the state was inverted over, the only one that maps it back
     solver = ReversibleHeun()
     adjoint = as_gradient_method(adjoint, solver, return_trajectory=return_trajectory, share_compilation=False)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)

@@ -25,7 +25,7 @@ from samplax.samplers.inputs import as_solver, check_batch, check_model, end_poi
 from samplax.solvers.engine import run_plan
 from samplax.solvers.grids import check_finite_lambda, time_grid
 
-__all__ = ["sample", "invert"]
+__all__ = ["check_plan", "sample", "invert"]
 
 
 @functools.partial(
@@ -47,9 +47,9 @@ def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise
     sigma_start = schedule.sigma(times[0]).astype(state.dtype)
     run_times = times[::-1] if reverse else times
     x = state if reverse else sigma_start * state
-    draw = None if keys is None else noise_source.drawer(keys, schedule, jax.ShapeDtypeStruct(x.shape, x.dtype))
+    draw = None if keys is None else noise_source.checked_drawer(keys, schedule, jax.ShapeDtypeStruct(x.shape, x.dtype))
     result, trajectory, plan = adjoint.integrate(model, solver, run_times, x, denoise_to_zero, return_trajectory, draw)
-    coefficients_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
+    coefficients_finite = _plan_finite(plan)
     if reverse:
         result = result / sigma_start
     checks = jnp.stack([
@@ -61,7 +61,7 @@ def _run_fixed(model, solver, state, times, t_start, t_end, kind, steps, denoise
     return result, trajectory, run_times, checks
 
 
-def _raise_on_checks(checks, solver, kind, name, what, model, start):
+def _raise_on_checks(checks, solver, kind, name, what, model, start, times):
     if isinstance(checks, jax.core.Tracer):
         return
     input_finite, grid_finite, coefficients_finite, output_finite = np.asarray(checks)
@@ -69,21 +69,46 @@ def _raise_on_checks(checks, solver, kind, name, what, model, start):
         raise ValueError(f"{name} contains NaN or inf values")
     if not grid_finite:  # a grid spaced in lambda between end points where lambda is infinite
         check_finite_lambda(kind, np.inf, np.inf)
-    check_coefficients(coefficients_finite, solver)
+    check_coefficients(coefficients_finite, solver, model.schedule, times)
     if not output_finite:
         _check_output(jnp.asarray(np.nan), what, model, start)
 
 
-def check_coefficients(finite, solver):
-    """A solver's coefficients are not finite where its step is undefined on the grid: an
-    exponential integrator stepping from or to a point where lambda = log(alpha / sigma) is
-    infinite (t = 1 or t = 0 on rectified flow), for instance."""
-    if isinstance(finite, jax.core.Tracer) or bool(finite):
+def _plan_finite(plan):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(plan)]))
+
+
+def check_plan(schedule, solver, times, denoise_to_zero: bool = False) -> None:
+    """Raise `check_coefficients`' error before any model evaluation when `solver` cannot
+    step the concrete grid `times` (decreasing to sample, increasing to invert) on
+    `schedule`. `sample` finds this out in its compiled call, after the network has run;
+    callers that must refuse up front (the command line, `tune_grid`) check their grids
+    here. Solvers without a plan (adaptive, reversible) have nothing to check."""
+    if solver.adaptive or solver.reversible:
         return
+    times = jnp.asarray(times)
+    check_coefficients(_plan_finite(solver.plan(schedule, times, denoise_to_zero)), solver, schedule, times)
+
+
+def check_coefficients(finite, solver, schedule, times):
+    """A solver's coefficients are not finite where its step is undefined on the grid
+    `times`: an exponential integrator stepping from or to a point where lambda =
+    log(alpha / sigma) is infinite (t = 1 and t = 0 on rectified flow), or hyperparameters
+    so large that the coefficients overflow."""
+    if any(isinstance(value, jax.core.Tracer) for value in (finite, times)) or bool(finite):
+        return
+    ends = (float(times[0]), float(times[-1]))
+    infinite = [t for t in ends if not np.isfinite(float(schedule.lambda_(jnp.asarray(t))))]
+    if infinite:
+        raise ValueError(
+            f"{solver!r} has non-finite coefficients on this grid: it steps in lambda = log(alpha / sigma), which "
+            f"is infinite at t = {' and '.join(f'{t:g}' for t in infinite)} on {type(schedule).__name__}: use "
+            "end points where lambda is finite (on rectified flow t_start < 1 and t_end > 0, e.g. t_end=1e-3 with "
+            "denoise_to_zero=True), or a flow solver"
+        )
     raise ValueError(
-        f"{solver!r} has non-finite coefficients on this grid; exponential integrators step in "
-        "lambda = log(alpha / sigma), which is infinite at t = 1 and t = 0 on rectified flow: "
-        "use t_start < 1 and t_end > 0 (e.g. t_end=1e-3 with denoise_to_zero=True), or a flow solver"
+        f"{solver!r} has non-finite coefficients on the grid from t = {ends[0]:g} to t = {ends[1]:g}, where "
+        "lambda = log(alpha / sigma) is finite: its hyperparameters make them overflow; choose smaller values"
     )
 
 
@@ -228,7 +253,9 @@ def sample(
             raise ValueError(f"{solver!r} chooses its own steps: {given} applies to fixed-grid solvers only")
         return _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero)
     request = resolve_grid(model.schedule, solver, steps, grid, t_start, t_end)
-    adjoint.check_end(model.schedule, request.t_end if request.times is None else request.times[-1])
+    adjoint.check_end(model.schedule, request.ends[1])
+    if not any(isinstance(t, jax.core.Tracer) for t in request.ends):
+        solver.check_end_points(model.schedule, *request.ends)
     if solver.reversible:
         return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory, adjoint)
     if share_compilation:
@@ -238,7 +265,9 @@ def sample(
         denoise_to_zero, return_trajectory, False, keys, source, adjoint,
     )
     start = (model.schedule.sigma(times[0]).astype(noise.dtype) * noise, times[0])
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, start)
+    if keys is not None and not isinstance(checks, jax.core.Tracer) and not bool(checks[3]):
+        source.check_finite_draw(keys, model.schedule, noise, times)
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, start, times)
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -284,9 +313,8 @@ def _sample_shared(model, solver, noise, request, denoise_to_zero, return_trajec
     x = schedule.sigma(times[0]).astype(noise.dtype) * noise
     result, trajectory, flags = _run_shared(model, solver.prediction, plan, x, return_trajectory)
     input_finite, output_finite = np.asarray(flags)
-    coefficients_finite = all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan))
-    checks = [bool(input_finite), bool(jnp.all(jnp.isfinite(times))), coefficients_finite, bool(output_finite)]
-    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, (x, times[0]))
+    checks = [bool(input_finite), bool(jnp.all(jnp.isfinite(times))), bool(_plan_finite(plan)), bool(output_finite)]
+    _raise_on_checks(checks, solver, request.kind, "noise", "sampling", model, (x, times[0]), times)
     nfe = jnp.asarray(solver.evaluations(request.steps, denoise_to_zero))
     return result, Info(nfe=nfe, times=times, trajectory=trajectory)
 
@@ -314,5 +342,6 @@ def invert(model: Denoiser, solver, data: jax.Array, *, steps: int | None = None
         model, solver, data, request.times, request.t_start, request.t_end, request.kind, request.steps,
         False, return_trajectory, True, None, None, Backpropagation(),
     )
-    _raise_on_checks(checks, solver, request.kind, "data", "inversion", model, (data, reversed_times[0]))
+    _raise_on_checks(checks, solver, request.kind, "data", "inversion", model, (data, reversed_times[0]),
+                     reversed_times)
     return noise, Info(nfe=jnp.asarray(solver.evaluations(request.steps)), times=reversed_times, trajectory=trajectory)

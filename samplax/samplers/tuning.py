@@ -51,7 +51,7 @@ from samplax.samplers.inputs import (
     check_steps,
     end_points,
 )
-from samplax.samplers.sampling import check_coefficients, sample
+from samplax.samplers.sampling import check_plan, sample
 from samplax.solvers.base import FixedGridSolver
 from samplax.solvers.grids import time_grid
 
@@ -340,8 +340,7 @@ def tune_grid(
         squared_errors, loss, batch_size, samples - validation_samples if validation_samples else samples,
         learning_rate, iterations)
     starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
-    plan = solver.plan(schedule, grid_from_logits(schedule, starts[0], t_start, t_end, spacing), denoise_to_zero)
-    check_coefficients(all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(plan)), solver)
+    check_plan(schedule, solver, grid_from_logits(schedule, starts[0], t_start, t_end, spacing), denoise_to_zero)
     validate = lambda logits: _loss_from_squared_errors(loss, evaluate(logits, held_out))  # noqa: E731
     fit = _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training)
     logits = fit.pop("logits")

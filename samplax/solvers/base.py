@@ -13,7 +13,9 @@ hyperparameters. It declares:
 - `lower_order_final`: it lowers its order over the last steps;
 - `evaluations_per_step`: model evaluations in every step, or None where steps share
   evaluations or differ in cost;
-- `evaluations(steps, denoise_to_zero)` and its inverse `steps_for(nfe, denoise_to_zero)`.
+- `evaluations(steps, denoise_to_zero)` and its inverse `steps_for(nfe, denoise_to_zero)`;
+- `check_end_points(schedule, t_start, t_end)`: what it cannot run between (its
+  hyperparameters against the schedule's range).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ class Solver(abc.ABC):
         """Every hyperparameter against its declared type (a subclass's own checks of
         ranges run after this, through super().__post_init__())."""
         check_fields(self)
+
+    def check_end_points(self, schedule: Schedule, t_start: float, t_end: float) -> None:
+        """Raise a ValueError naming the problem if this solver cannot run from t_start to
+        t_end on `schedule` (concrete end points; nothing is refused by default)."""
+        del schedule, t_start, t_end
 
 
 class GridSolver(Solver):
@@ -83,10 +90,6 @@ class AdaptiveSolver(Solver):
     """A solver that chooses its own steps to meet a tolerance."""
 
     adaptive = True
-
-    def check_end_points(self, schedule: Schedule, t_start: float, t_end: float) -> None:
-        """Raise a ValueError naming the problem if this solver cannot integrate from
-        t_start to t_end on `schedule` (concrete end points; nothing is refused by default)."""
 
     @abc.abstractmethod
     def solve(

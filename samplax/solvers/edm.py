@@ -161,6 +161,20 @@ class Restart(FixedGridSolver):
         if not self.noise_inflation > 0:
             raise ValueError(f"noise_inflation must be positive, got {self.noise_inflation}")
 
+    def check_end_points(self, schedule: Schedule, t_start: float, t_end: float) -> None:
+        """Each restart's low level must be on the grid's range of noise levels (it restarts
+        where the grid reaches it), and its high level within the schedule's."""
+        lowest, highest = (float(_noise_level(schedule, jnp.asarray(t))) for t in (t_end, t_start))
+        top = float(_noise_level(schedule, jnp.asarray(schedule.t_max)))
+        for interval in self.restarts:
+            low, high = interval[:2]
+            if not lowest <= low <= highest:
+                raise ValueError(f"restart interval {interval}: its low noise level {low:g} (sigma / alpha) is not "
+                                 f"on the grid, whose levels run from {highest:.4g} to {lowest:.4g}")
+            if high > top:
+                raise ValueError(f"restart interval {interval}: its high noise level {high:g} (sigma / alpha) is "
+                                 f"above the schedule's largest, {top:.4g}")
+
     def evaluations(self, steps: int, denoise_to_zero: bool = False) -> int:
         restarted = sum(inner * repeats for _, _, inner, repeats in self.restarts)
         return 2 * (steps + restarted) + int(denoise_to_zero)
