@@ -229,8 +229,8 @@ def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path, capsys):
     with Image.open(outdir / "grid.png") as grid:
         assert grid.mode == "RGB" and grid.size == (2 * 65 + 1, 2 * 65 + 1)
     record = json.loads((outdir / "run.json").read_text())
-    assert record["model_config"] == {"diffusers": folder, "class_name": "UNet2DModel", "prediction": "noise",
-                                      "time_input": "discrete"}
+    assert record["model_config"] == {"diffusers": folder, "class_name": "UNet2DModel", "decoder": None,
+                                      "prediction": "noise", "time_input": "discrete"}
     assert record["nfe"] == 3 and record["arguments"]["solver"] == "dpm++2m"
     capsys.readouterr()
     assert cli.main(["--model", folder, "--invert", str(images[0]), "--outdir", str(tmp_path / "inverted")]) == 2
@@ -239,3 +239,49 @@ def test_command_line_samples_a_diffusers_pipeline_folder(tmp_path, capsys):
     assert cli.main(["--model", conditional, "--outdir", str(tmp_path / "conditional")]) == 2
     assert "has no scheduler config" in capsys.readouterr().err
     assert not (tmp_path / "inverted").exists() and not (tmp_path / "conditional").exists()
+
+
+def test_command_line_samples_a_dit_pipeline_through_its_vae(tmp_path, capsys):
+    """A DiT pipeline samples latents of the model's shape, guided towards --label with
+    the null label, and writes the VAE's decoding of them: the PNGs are the pixels of
+    load_decoder(folder).decode_latents(sample(load_diffusers(folder, ...), noise))."""
+    from samplax import cli
+    from samplax.cli.images import to_pixels
+    from samplax.cli.sampling import BASE_SEED
+
+    folder = FIXTURES / "dit-pipeline"
+    outdir = tmp_path / "out"
+    argv = ["--model", str(folder), "--seeds", "0-1", "--steps", "3", "--label", "3", "--guidance-scale", "4",
+            "--outdir", str(outdir), "--no-progress"]
+    assert cli.main(argv) == 0
+    record = json.loads((outdir / "run.json").read_text())
+    assert record["model_config"]["decoder"] == "vae" and record["arguments"]["label"] == 3
+    assert record["network_passes_per_sample"] == 6  # guided: two passes per evaluation
+    model = diffusers.load_diffusers(folder, labels=[3, 3], guidance_scale=4.0)
+    base = jax.random.PRNGKey(BASE_SEED)
+    noise = jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), (8, 8, 4)))(jnp.arange(2))
+    latents, _ = sx.sample(model, "dpm++2m", noise, steps=3)
+    expected = to_pixels(np.asarray(jax.jit(diffusers.load_decoder(folder).decode_latents)(latents)))
+    for seed in (0, 1):
+        with Image.open(outdir / f"{seed:06d}.png") as image:
+            pixels = np.asarray(image)
+        assert pixels.shape == (16, 16, 3)
+        assert np.abs(pixels.astype(int) - expected[seed].astype(int)).max() <= 1  # rounding of one pixel level
+    capsys.readouterr()
+    assert cli.main(["--model", str(folder / "transformer"), "--outdir", str(tmp_path / "bare")]) == 2
+    assert "without its VAE" in capsys.readouterr().err
+    unguided = ["--model", str(folder), "--seeds", "0", "--steps", "2", "--label", "none", "--no-progress"]
+    assert cli.main([*unguided, "--outdir", str(tmp_path / "none")]) == 0  # the null label, no guidance
+    assert json.loads((tmp_path / "none" / "run.json").read_text())["arguments"]["guidance_scale"] == 1.0
+
+
+def test_command_line_refuses_what_a_conditional_unet_cannot_do(tmp_path, capsys):
+    """The conditional fixture has 2 channels (no PNG) and no null label (no guidance)."""
+    from samplax import cli
+
+    folder = tmp_path / "conditional"
+    shutil.copytree(FIXTURES / "conditional-unet", folder)
+    shutil.copy(FIXTURES / "ddpm-pipeline" / "scheduler" / "scheduler_config.json", folder)
+    assert cli.main(["--model", str(folder), "--outdir", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "images of 2 channels" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

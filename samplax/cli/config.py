@@ -344,6 +344,12 @@ def _check_labels(config: RunConfig, model: Model) -> None:
     if not model.conditional and config.guidance_scale not in (None, 1.0):
         raise UsageError(f"--guidance-scale {config.guidance_scale:g} needs a class-conditional model; "
                          f"{config.model!r} is unconditional")
+    if model.conditional and model.null_label is None and config.label == UNCONDITIONAL:
+        raise UsageError(f"--label none: {config.model!r} has no null label (a class meaning 'no class'); give "
+                         f"a class in 0-{model.classes - 1}")
+    if model.null_label is None and config.guidance_scale not in (None, 1.0):
+        raise UsageError(f"--guidance-scale {config.guidance_scale:g}: {config.model!r} has no null label (a class "
+                         "meaning 'no class'), so classifier-free guidance is not defined for it")
     if config.mode == "edit" and (model.prediction != "velocity" or not model.conditional):
         raise UsageError(
             "--edit needs a class-conditional flow model (velocity prediction), e.g. --model digits-flow; "
@@ -364,7 +370,7 @@ def with_model(config: RunConfig, model: Model):
     _check_labels(config, model)
     if config.guidance_scale is None:  # guidance by default only where there is a label to guide towards
         labelled = config.label not in (None, UNCONDITIONAL)
-        guided = model.conditional and (config.mode == "sample" and config.label != UNCONDITIONAL
+        guided = model.null_label is not None and (config.mode == "sample" and config.label != UNCONDITIONAL
                                         or config.mode == "img2img" and labelled)
         config = dataclasses.replace(config, guidance_scale=DEFAULTS["sample_guidance_scale"] if guided else 1.0)
     name, solver = _choose_solver(config, model)

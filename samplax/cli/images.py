@@ -46,19 +46,22 @@ def read_png(path: pathlib.Path) -> np.ndarray:
         return np.asarray(image)[..., None]
 
 
-def mosaic(tiles: list[np.ndarray], columns: int | None = None, scale: int = 8, padding: int = 1) -> np.ndarray:
+def mosaic(tiles: list[np.ndarray], columns: int | None = None, scale: int | None = None,
+           padding: int = 1) -> np.ndarray:
     """Tiles side by side in rows, on a white background, for viewing.
 
     Args:
         tiles: (h, w, channels) uint8 images of one shape, in reading order.
         columns: tiles per row (default: a near-square mosaic).
-        scale: each tile is upscaled this many times (nearest-neighbour).
+        scale: each tile is upscaled this many times (nearest-neighbour); by default to
+            about 64 pixels high (8 times for 8x8 digits, once from 64 pixels up).
         padding: white pixels between and around the tiles.
 
     Returns:
         The mosaic as (H, W, channels) uint8 pixels.
     """
     columns = columns or math.ceil(math.sqrt(len(tiles)))
+    scale = scale or max(1, 64 // tiles[0].shape[0])
     rows = math.ceil(len(tiles) / columns)
     height, width = tiles[0].shape[0] * scale, tiles[0].shape[1] * scale
     step_y, step_x = height + padding, width + padding

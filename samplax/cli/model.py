@@ -4,20 +4,28 @@ mode turns it into a `samplax.Denoiser` (condition and classifier-free guidance)
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 from collections.abc import Callable
 from typing import Any
 
+import flax.nnx as nnx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from samplax import schedules
 from samplax.cli.options import UsageError
 from samplax.models import checkpoints, pretrained
-from samplax.models.diffusers import DiffusersModel
+from samplax.models.diffusers import DiffusersModel, load_decoder
 from samplax.samplers.denoiser import Denoiser
 
 __all__ = ["Model"]
+
+
+@jax.jit
+def _decode_latents(graphdef, state, latents):
+    return nnx.merge(graphdef, state).decode_latents(latents)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -30,12 +38,15 @@ class Model:
         config: the model's config (schedule, prediction, time_input, null_label, ...;
             for a diffusers folder its class, folder and sample_shape).
         schedule: the schedule named by the config (or a diffusers scheduler config).
+        decoder: for a latent model (a diffusers DiT pipeline), the VAE decoder that turns
+            its samples into images; None when the samples are the images.
     """
 
     name: str
     module: Any
     config: dict
     schedule: schedules.Schedule
+    decoder: Any = None
 
     @classmethod
     def load(cls, name: str) -> Model:
@@ -57,19 +68,31 @@ class Model:
 
     @classmethod
     def _from_diffusers(cls, folder: str) -> Model:
-        """An unconditional diffusers UNet with its scheduler config (the public DDPM
-        checkpoints); class-conditional ones are for `samplax.models.load_diffusers`."""
+        """A diffusers pipeline or model folder with its scheduler config: a UNet2DModel
+        (unconditional or class-conditional) or a DiT pipeline, whose latents its VAE
+        decodes (`load_decoder`)."""
         read = DiffusersModel.read(folder)
         if read.schedule is None:
             raise UsageError(f"--model {folder!r} has no scheduler config (scheduler/scheduler_config.json or "
                              "scheduler_config.json); the command line needs it for the schedule and prediction")
-        if read.classes is not None:
-            raise UsageError(f"--model {folder!r} is class-conditional (a DiT or a conditional UNet2DModel); the "
-                             "command line samples unconditional diffusers UNets: from Python use "
-                             "samplax.models.load_diffusers(folder, labels=...), and load_decoder for a latent model")
+        index = read.folder / "model_index.json"
+        components = json.loads(index.read_text()) if index.is_file() else {}
+        if "vqvae" in components:
+            raise UsageError(f"--model {folder!r} decodes its latents with a VQ-VAE (VQModel), which samplax does "
+                             "not convert; it reads AutoencoderKL decoders")
+        decoder = load_decoder(read.folder) if "vae" in components else None
+        if decoder is None and read.config.latent:
+            raise UsageError(f"--model {folder!r} is a latent {type(read.module).__name__} without its VAE: give the "
+                             "pipeline folder (with model_index.json and vae/)")
         config = {"diffusers": str(read.folder), "class_name": type(read.module).__name__,
-                  "prediction": read.prediction, "time_input": "discrete", "sample_shape": read.config.sample_shape}
-        return cls(folder, read.module, config, read.schedule)
+                  "prediction": read.prediction, "time_input": "discrete", "sample_shape": read.config.sample_shape,
+                  "classes": read.classes, "null_label": read.config.null_label,
+                  "decoder": None if decoder is None else "vae"}
+        model = cls(folder, read.module, config, read.schedule, decoder)
+        if model.image_shape[-1] not in (1, 3):
+            raise UsageError(f"--model {folder!r} makes images of {model.image_shape[-1]} channels; PNG files hold 1 "
+                             "(grey) or 3 (RGB): sample it from Python (samplax.models.load_diffusers)")
+        return model
 
     @property
     def weights_sha256(self) -> str:
@@ -78,12 +101,19 @@ class Model:
 
     @property
     def conditional(self) -> bool:
-        """Whether the network takes a class label (it has a null label for guidance)."""
-        return self.config.get("null_label") is not None
+        """Whether the network takes a class label."""
+        return self.classes is not None
 
     @property
     def classes(self) -> int | None:
-        """The number of classes: labels 0 to classes - 1; the null label is `classes`."""
+        """The number of classes: labels 0 to classes - 1 (None when unconditional)."""
+        # A samplax model's null label is its number of classes.
+        return self.config.get("classes", self.config.get("null_label"))
+
+    @property
+    def null_label(self) -> int | None:
+        """The label of the unconditional branch of classifier-free guidance (None where
+        the model has none, as a class-conditional UNet2DModel)."""
         return self.config.get("null_label")
 
     @property
@@ -91,10 +121,26 @@ class Model:
         return self.config["prediction"]
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of one image: a diffusers model's config says; every shipped model and
-        samplax checkpoint is a digits model."""
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one sample, what the solver runs on: a diffusers model's config
+        says; every shipped model and samplax checkpoint is a digits model."""
         return tuple(self.config.get("sample_shape") or pretrained.IMAGE_SHAPE)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image: the decoded shape of a latent model's sample, else the
+        sample's."""
+        if self.decoder is None:
+            return self.sample_shape
+        latent = jax.ShapeDtypeStruct((1, *self.sample_shape), jnp.float32)
+        return tuple(jax.eval_shape(self.decode, latent).shape[1:])
+
+    def decode(self, samples) -> jax.Array:
+        """The images of a batch of samples: a latent model's decoded by its VAE, others
+        as they are."""
+        if self.decoder is None:
+            return samples
+        return _decode_latents(nnx.graphdef(self.decoder), nnx.state(self.decoder), samples)
 
     def denoiser(self, labels=None, guidance_scale: float = 1.0, place: Callable | None = None) -> Denoiser:
         """The Denoiser for one batch.
@@ -115,11 +161,11 @@ class Model:
         if labels is not None:
             options["condition"] = {"label": place(jnp.asarray(labels, jnp.int32))}
             if guidance_scale != 1.0:
-                null = jnp.full(np.shape(labels), self.classes, jnp.int32)
+                null = jnp.full(np.shape(labels), self.null_label, jnp.int32)
                 options.update(unconditional={"label": place(null)}, guidance_scale=guidance_scale)
         return pretrained.as_denoiser(self.module, self.schedule, self.prediction, self.config["time_input"], **options)
 
     def record(self) -> dict:
         """What run.json says about the model: how it was trained and what it predicts."""
-        keys = ("diffusers", "class_name") if "diffusers" in self.config else ("command", "seed", "schedule")
+        keys = ("diffusers", "class_name", "decoder") if "diffusers" in self.config else ("command", "seed", "schedule")
         return {k: self.config.get(k) for k in (*keys, "prediction", "time_input")}

@@ -32,10 +32,12 @@ def _labelled(config: RunConfig, model: Model) -> bool:
 
 
 def _labels(config: RunConfig, model: Model, seeds: np.ndarray) -> np.ndarray | None:
-    """The class of each seed's sample: --label, else seed mod the number of classes;
-    None for unconditional samples."""
-    if not _labelled(config, model):
+    """The class of each seed's sample: --label, else seed mod the number of classes; the
+    null label with --label none; None for an unconditional model."""
+    if not model.conditional:
         return None
+    if config.label == UNCONDITIONAL:
+        return np.full(seeds.shape, model.null_label)
     return seeds % model.classes if config.label is None else np.full(seeds.shape, config.label)
 
 
@@ -54,7 +56,7 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
         {"tiles": {seed: pixels}, "nfe": one per sample, "first_batch_s": seconds or None}.
     """
     base = jax.random.PRNGKey(BASE_SEED)
-    noise_for = jax.jit(jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), model.image_shape)))
+    noise_for = jax.jit(jax.vmap(lambda s: jax.random.normal(jax.random.fold_in(base, s), model.sample_shape)))
     solver_keys = jax.jit(jax.vmap(lambda s: jax.random.fold_in(jax.random.key(SOLVER_NOISE_SEED), s)))
     started = time.perf_counter()
     tiles, nfe, first_batch_s = {}, [], None
@@ -72,7 +74,7 @@ def _sample_seeds(config: RunConfig, model: Model, solver, seeds: list[int], dev
                                           t_end=config.t_end, **(stochastic if solver.stochastic else {}))
         except FloatingPointError as error:
             raise RuntimeError(f"{error}; nothing was written for these seeds") from None
-        pixels = to_pixels(jax.device_get(images))[: len(batch)]
+        pixels = to_pixels(jax.device_get(model.decode(images)))[: len(batch)]
         folder.begin()
         for seed, tile in zip(batch, pixels, strict=True):
             write_png(folder.path / f"{seed:06d}.png", tile)

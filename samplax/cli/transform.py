@@ -54,7 +54,7 @@ def input_labels(option: str, given, inputs: Inputs, model: Model) -> np.ndarray
         class of digits:LABEL inputs, else the null label. With --source-label not given,
         every input must carry its class.
     """
-    null = model.classes
+    null = model.null_label
     if given == UNCONDITIONAL or null is None:
         return None if null is None else np.full(len(inputs.names), null, np.int32)
     if given is not None:
@@ -75,7 +75,7 @@ def input_keys(count: int) -> jax.Array:
 def check_guided(config: RunConfig, labels: np.ndarray | None, model: Model) -> None:
     """Classifier-free guidance needs a class to guide towards: with every input at the
     null label, both branches are the same and --guidance-scale would only cost time."""
-    if config.guidance_scale != 1.0 and (labels is None or bool(np.all(labels == model.classes))):
+    if config.guidance_scale != 1.0 and (labels is None or bool(np.all(labels == model.null_label))):
         raise UsageError(f"--guidance-scale {config.guidance_scale:g} guides towards a class, and these inputs have "
                          "none: give --label (or digits:LABEL inputs with --init-image)")
 

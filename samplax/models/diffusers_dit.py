@@ -95,6 +95,11 @@ class DiTConfig:
         """The label of classifier-free guidance's unconditional branch: the last row."""
         return self.num_embeds_ada_norm
 
+    @property
+    def latent(self) -> bool:
+        """A DiT samples the latents of an autoencoder (its pipeline's vae/)."""
+        return True
+
 
 def sincos_positions(width: int, side: int) -> np.ndarray:
     """(side * side, width) fixed positions of a side x side grid of patches in row-major

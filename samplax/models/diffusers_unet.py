@@ -149,6 +149,12 @@ class UNet2DConfig:
         return None
 
     @property
+    def latent(self) -> bool:
+        """Whether samples are latents that need a decoder: not by itself (a latent
+        UNet's pipeline names its autoencoder)."""
+        return False
+
+    @property
     def sample_shape(self) -> tuple[int, int, int] | None:
         """(height, width, in_channels) of one sample, if the config says."""
         if self.sample_size is None:
