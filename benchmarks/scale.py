@@ -4,11 +4,14 @@ DiT-S/2 (Peebles and Xie 2023: width 384, 12 blocks, 6 heads, patches of 2, on a
 latent, learned sigma, 1000 classes), both the NNX conversions of samplax.models.
 
     python benchmarks/scale.py [--networks cifar-unet dit-s-2] [--batch 8] [--throughput-batch 64] [--repeats 2]
+                               [--overhead-only] [--out FILE]
 
 Measures, for each network and dpm++2m at 10 and 50 steps: one network call; the sampler's overhead over
 the physical limit (a jitted lax.scan of NFE network calls at NFE different times, each
 fed the mean of the last input and output, so that none can be elided and the values
-stay bounded: the network's own cost with no solver arithmetic); compile time; images per second at
+stay bounded: the network's own cost with no solver arithmetic), and the solver's own
+arithmetic per step measured with a free network (the overhead it implies is
+1 + arithmetic / call, a difference far above the machine's noise); compile time; images per second at
 the throughput batch; peak memory of the compiled sampler (XLA's buffer assignment); and
 the network in bfloat16 (weights in float32): its time and the error it adds to a
 10-step sample against float32; and on the exact Gaussian mixture, the error of samples
@@ -74,7 +77,20 @@ def best_of(repeats, function, *args):
     return min(times)
 
 
-def measure(name, batch, throughput_batch, repeats):
+def free_network_ms_per_step(model, noise, steps, repeats=20):
+    """The sampler's own arithmetic per step on these shapes: dpm++2m with a network that
+    costs nothing (x / 2) minus the same scan of x / 2 alone, best of `repeats`. Unlike
+    the ratio to the limit, this difference is far above the machine's noise."""
+    free = sx.Denoiser(lambda x, t: 0.5 * x, model.schedule, "noise", "discrete")
+    sampler = jax.jit(lambda noise: sx.sample(free, "dpm++2m", noise, steps=steps)[0])
+    limit = jax.jit(lambda x, times: jax.lax.scan(lambda x, time: (0.5 * (x + 0.5 * x), None), x, times)[0])
+    times = jnp.linspace(999.0, 0.0, steps)
+    sampler(noise).block_until_ready()
+    limit(noise, times).block_until_ready()
+    return 1e3 * (best_of(repeats, sampler, noise) - best_of(repeats, limit, noise, times)) / steps
+
+
+def measure(name, batch, throughput_batch, repeats, overhead_only=False):
     """The measurements of one network (see the module docstring)."""
     model, network, count, shape = denoiser(name)
     noise = jax.random.normal(jax.random.key(0), (batch, *shape))
@@ -103,13 +119,18 @@ def measure(name, batch, throughput_batch, repeats):
         # Alternately, so that a slow spell of the machine hits both.
         pairs = [(best_of(1, network_calls, noise, times), best_of(1, compiled, noise)) for _ in range(repeats)]
         limit, wall = min(pair[0] for pair in pairs), min(pair[1] for pair in pairs)
+        arithmetic_ms = free_network_ms_per_step(model, noise, steps)
         results["steps"][str(steps)] = {
             "network_call_ms": 1e3 * limit / steps, "sample_s": wall, "overhead": wall / limit,
+            "solver_arithmetic_ms_per_step": arithmetic_ms,
+            "overhead_from_arithmetic": 1.0 + arithmetic_ms / (1e3 * limit / steps),
             "compile_s": compile_s,
             "peak_bytes": memory.temp_size_in_bytes + memory.argument_size_in_bytes + memory.output_size_in_bytes,
         }
         print(name, steps, results["steps"][str(steps)], flush=True)
     results["compile_ratio_50_to_10"] = results["steps"]["50"]["compile_s"] / results["steps"]["10"]["compile_s"]
+    if overhead_only:
+        return results
 
     big = jax.random.normal(jax.random.key(1), (throughput_batch, *shape))
     sampler = jax.jit(lambda noise: sx.sample(model, "dpm++2m", noise, steps=10)[0])
@@ -167,11 +188,14 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--throughput-batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the call time, overhead, compile time and memory (no throughput or bfloat16)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "scale.json"))
     args = parser.parse_args()
-    results = {"mixture_bfloat16_rms_error": mixture_precision()}
+    results = {} if args.overhead_only else {"mixture_bfloat16_rms_error": mixture_precision()}
     print(results, flush=True)
-    results.update({name: measure(name, args.batch, args.throughput_batch, args.repeats) for name in args.networks})
+    results.update({name: measure(name, args.batch, args.throughput_batch, args.repeats, args.overhead_only)
+                    for name in args.networks})
     results["machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
                           f"{jax.devices()[0].device_kind}")
     write_json(args.out, results)

@@ -225,6 +225,8 @@ class GaussianMixture:
         finished with the exact denoiser, whose remaining error is of order sigma^2."""
         self.check_parameters()
         self._check_flow_inputs(x_start, schedule)
+        check_real("t_start", t_start)
+        schedule.check_times(t_start, schedule.t_min)
         with jax.enable_x64(True):
             if float(schedule.sigma(jnp.float64(schedule.t_min))) == 0.0:
                 return self.flow_map(x_start, schedule, t_start, schedule.t_min, tolerance)

@@ -10,6 +10,7 @@ distance (Rabin et al. 2012; Bonneel et al. 2015).
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -81,8 +82,11 @@ def label_accuracy(images, labels, classifier=None) -> float:
         raise ValueError(f"labels must have shape ({images.shape[0]},), got {labels.shape}")
     if not np.issubdtype(labels.dtype, np.integer):
         raise TypeError(f"labels must be integer class labels, got dtype {labels.dtype}")
-    logits = _as_classifier(classifier)(images)
-    return float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
+    logits = np.asarray(_as_classifier(classifier)(images))
+    if np.any(labels < 0) or np.any(labels >= logits.shape[1]):
+        raise ValueError(f"labels must lie in 0..{logits.shape[1] - 1} (the classifier's classes), got "
+                         f"{sorted(set(labels[(labels < 0) | (labels >= logits.shape[1])].tolist()))[:5]}")
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
 def classifier_confidence(images, classifier=None) -> np.ndarray:
@@ -105,6 +109,9 @@ def frechet_distance(features_a, features_b) -> float:
         raise ValueError(f"features must be (n, d) arrays with the same d, got {a.shape} and {b.shape}")
     if min(a.shape[0], b.shape[0]) < 2:
         raise ValueError("each feature set needs at least 2 rows")
+    if min(a.shape[0], b.shape[0]) <= a.shape[1]:
+        warnings.warn(f"frechet_distance: {min(a.shape[0], b.shape[0])} rows for {a.shape[1]} features give singular "
+                      "covariances, and the distance is strongly biased; use more rows than features", stacklevel=2)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     values, vectors = np.linalg.eigh(cov_a)
     root_a = (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T

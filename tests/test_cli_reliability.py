@@ -315,3 +315,20 @@ def test_solvers_and_grids_that_cannot_run_on_a_flow_are_refused_up_front(capsys
                                "--no-progress"])
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_outdir_and_unreadable_models_are_bad_arguments(capsys, tmp_path, monkeypatch):
+    """--outdir '' would mean the current folder (with --force, writing among the user's
+    files); a --model file or folder that is not a model is a bad argument (exit 2)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = _main(capsys, ["--outdir", "", "--force", *FAST, "--seeds", "0"])
+    assert code == 2 and "--outdir must name a folder" in err and len(err.splitlines()) == 1, err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+    (tmp_path / "model.msgpack").write_bytes(b"not a checkpoint")
+    (tmp_path / "folder").mkdir()
+    for model, message in (("model.msgpack", "is not a samplax checkpoint"), ("notes.txt", "not a samplax checkpoint"),
+                           ("folder", "has neither model_index.json")):
+        code, err = _main(capsys, ["--model", model, *FAST, "--seeds", "0", "--outdir", "out"])
+        assert code == 2 and err.startswith("samplax-sample: error: --model: ") and message in err, err
+        assert not (tmp_path / "out").exists()

@@ -90,9 +90,9 @@ def test_interval_guidance_limits():
     plain = _sample(_guided())
     everywhere = _sample(_guided(guidance=sx.CFG(interval=(0.0, float("inf")))))
     np.testing.assert_allclose(everywhere, plain, rtol=1e-5, atol=1e-6)
-    nowhere = _sample(_guided(guidance=sx.CFG(interval=(1e3, 1e4))))
+    with pytest.raises(ValueError, match="never act"):  # no noise level of the grid lies in it
+        _sample(_guided(guidance=sx.CFG(interval=(1e3, 1e4))))
     conditional_only = _sample(_guided(scale=1.0))
-    np.testing.assert_allclose(nowhere, conditional_only, rtol=1e-5, atol=1e-6)
     part = _sample(_guided(guidance=sx.CFG(interval=(0.2, 2.0))))
     assert float(jnp.min(jnp.abs(part - plain))) > 0 and float(jnp.min(jnp.abs(part - conditional_only))) > 0
 

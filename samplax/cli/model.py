@@ -56,12 +56,17 @@ class Model:
             name: a shipped model name, a checkpoint path or a diffusers pipeline folder.
 
         Returns:
-            The model; raises `UsageError` when it is not generative (no schedule), and
-            `ValueError` (a checkpoint error) when the file cannot be loaded.
+            The model; raises `UsageError` when it is not generative (no schedule) or when
+            the file or folder cannot be read as a model.
         """
-        if pathlib.Path(name).is_dir():
-            return cls._from_diffusers(name)
-        module, config = pretrained.load(name)
+        try:
+            if pathlib.Path(name).is_dir():
+                return cls._from_diffusers(name)
+            module, config = pretrained.load(name)
+        except UsageError:
+            raise
+        except (ValueError, FileNotFoundError) as error:  # a file or folder that is not a model: a bad argument
+            raise UsageError(f"--model: {error}") from None
         if "schedule" not in config:
             raise UsageError(f"--model {name!r} is not a generative model (no schedule in its config)")
         return cls(name, module, config, schedules.get(config["schedule"]))

@@ -52,6 +52,8 @@ def check(config: RunConfig) -> None:
     """Before any work: the folder must not exist unless --force or --resume is given, and
     --resume needs the manifest of a run. Advisory (another run may come between this and
     the claim); `claimed` decides. Raises `UsageError`."""
+    if not config.outdir.strip():
+        raise UsageError(f"--outdir must name a folder, got {config.outdir!r} (which would mean the current folder)")
     path = pathlib.Path(config.outdir)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--outdir {str(path)!r} exists and is not a folder")

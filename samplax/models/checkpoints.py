@@ -77,6 +77,9 @@ def _flatten(tree) -> dict[str, np.ndarray]:
         if array is None or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
             raise TypeError(f"checkpoint leaf {jax.tree_util.keystr(path)} must be a numeric array or number, got "
                             f"{type(leaf).__name__} {leaf!r:.60}")
+        if np.issubdtype(array.dtype, np.inexact) and not np.all(np.isfinite(array)):
+            raise ValueError(f"checkpoint leaf {jax.tree_util.keystr(path)} holds NaN or inf values; not written "
+                             "(a checkpoint that loading would refuse)")
         arrays[jax.tree_util.keystr(path)] = array
     return arrays
 
@@ -193,7 +196,11 @@ def load(path, template, *, part: str | None = None):
             raise CheckpointError(f"{str(path)!r}: {key} has shape {value.shape}, expected {tuple(np.shape(leaf))}")
         if np.issubdtype(value.dtype, np.inexact) and not np.all(np.isfinite(value)):
             raise CheckpointError(f"{str(path)!r}: {key} contains NaN or inf values")
-        leaves.append(value.astype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
+        wanted = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        if wanted.kind != value.dtype.kind and not (wanted.kind in "fV" and value.dtype.kind in "fV"):
+            raise CheckpointError(f"{str(path)!r}: {key} is stored as {value.dtype}, and the template asks for "
+                                  f"{wanted}: converting would change its values")
+        leaves.append(value.astype(wanted))
     return jax.tree_util.tree_unflatten(treedef, leaves), payload["config"]
 
 

@@ -20,12 +20,14 @@ import dataclasses
 import json
 import math
 import pathlib
+import warnings
 
 import flax.nnx as nnx
 import jax.numpy as jnp
 import numpy as np
 
 from samplax import schedules
+from samplax.checks import check_path
 from samplax.models.diffusers_dit import DiTConfig, DiTTransformer2DModel
 from samplax.models.diffusers_unet import UNet2DConfig, UNet2DModel
 from samplax.models.diffusers_vae import AutoencoderKLConfig, AutoencoderKLDecoder
@@ -69,6 +71,8 @@ def _read_json(path: pathlib.Path) -> dict:
 
 def _model_folders(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path | None]:
     """(model folder, scheduler config or None) of a pipeline or model folder."""
+    check_path("folder", folder)
+    folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder; give a diffusers pipeline or model folder")
     if (folder / "model_index.json").is_file():
@@ -159,6 +163,7 @@ def load_network(folder, dtype=None) -> tuple[nnx.Module, object]:
     """The NNX network of a diffusers model folder with its weights, and its config
     object. `dtype` is the computation dtype (for example jnp.bfloat16; weights stay
     float32)."""
+    check_path("folder", folder)
     folder = pathlib.Path(folder)
     config_file = folder / "config.json"
     if not config_file.is_file():
@@ -192,6 +197,7 @@ def load_network(folder, dtype=None) -> tuple[nnx.Module, object]:
 def load_decoder(folder, dtype=None) -> AutoencoderKLDecoder:
     """The VAE decoder of a latent pipeline folder (its vae/) or of an AutoencoderKL
     model folder: `decoder.decode_latents(latents)` turns sampled latents into images."""
+    check_path("folder", folder)
     folder = pathlib.Path(folder)
     model_folder = folder / "vae" if (folder / "model_index.json").is_file() else folder
     module, _ = load_network(model_folder, dtype=dtype)
@@ -230,6 +236,11 @@ def schedule_from_scheduler_config(config: dict, source: str = "scheduler_config
     prediction_type = config.get("prediction_type", "epsilon")
     if prediction_type not in PREDICTIONS:
         raise ValueError(f"{source}: prediction_type {prediction_type!r} is not one of {sorted(PREDICTIONS)}")
+    if config.get("thresholding"):
+        warnings.warn(f"{source}: thresholding is an option of diffusers' own sampler and is not applied; for "
+                      "dynamic thresholding of the data prediction give the Denoiser threshold_ratio="
+                      f"{config.get('dynamic_thresholding_ratio', 0.995)} (dataclasses.replace(model, ...))",
+                      stacklevel=3)
     schedule = schedules.VPDiscrete.from_betas(_betas(config, source))
     if config.get("rescale_betas_zero_snr"):
         schedule = schedule.rescaled_to_zero_terminal_snr()
@@ -251,7 +262,7 @@ class DiffusersModel:
     def read(cls, folder, dtype=None) -> DiffusersModel:
         """Read a pipeline or model folder (see the module docstring); `dtype` is the
         network's computation dtype."""
-        model_folder, scheduler_file = _model_folders(pathlib.Path(folder))
+        model_folder, scheduler_file = _model_folders(folder)
         module, config = load_network(model_folder, dtype=dtype)
         schedule = prediction = None
         if scheduler_file is not None:

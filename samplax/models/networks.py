@@ -237,6 +237,9 @@ class UNet(nnx.Module):
         factor = 2 ** (self.levels - 1)
         if x.shape[1] % factor or x.shape[2] % factor:
             raise ValueError(f"height and width must be divisible by {factor}, got {x.shape[1:3]}")
+        if x.shape[-1] != self.stem.in_features:
+            raise ValueError(f"this UNet was built for {self.stem.in_features} channel(s) (channels=), got x of shape "
+                             f"{x.shape}")
         values = {} if values is None else dict(values)
         unknown = set(values) - set(self.attention_names())
         if unknown:
@@ -294,6 +297,8 @@ class MLP(nnx.Module):
     def __call__(self, x, t, label=None):
         if x.ndim != 2:
             raise ValueError(f"x must be (batch, dimension), got shape {x.shape}")
+        if x.shape[1] != self.inputs.in_features:
+            raise ValueError(f"this MLP was built for dimension={self.inputs.in_features}, got x of shape {x.shape}")
         emb = nnx.silu(self.conditioning(t, x.shape[0], label))
         h = self.inputs(x)
         for norm, hidden, project in zip(self.norms, self.hidden, self.emb, strict=True):
@@ -307,6 +312,13 @@ class Classifier(nnx.Module):
 
     def __init__(self, *, channels: int = 1, width: int = 32, features: int = 128, num_classes: int = 10,
                  image_size: int = 8, rngs: nnx.Rngs):
+        for name, value in (("channels", channels), ("width", width), ("features", features),
+                            ("num_classes", num_classes), ("image_size", image_size)):
+            check_count(f"Classifier {name}", value)
+        if image_size % 2:
+            raise ValueError(f"Classifier image_size must be even (its second convolution has stride 2), got "
+                             f"{image_size}")
+        self.image_shape = (image_size, image_size, channels)
         self.conv1 = nnx.Conv(channels, width, (3, 3), rngs=rngs)
         self.conv2 = nnx.Conv(width, 2 * width, (3, 3), strides=(2, 2), rngs=rngs)
         self.dense = nnx.Linear(2 * width * (image_size // 2) ** 2, features, rngs=rngs)
@@ -314,6 +326,9 @@ class Classifier(nnx.Module):
 
     def features(self, x):
         """Penultimate activations, (batch, features)."""
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"this Classifier was built for images of shape {self.image_shape} (batch first), got x "
+                             f"of shape {x.shape}")
         h = nnx.silu(self.conv2(nnx.silu(self.conv1(x))))
         return nnx.silu(self.dense(h.reshape(h.shape[0], -1)))
 

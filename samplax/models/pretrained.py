@@ -59,6 +59,9 @@ def load(name_or_path) -> tuple[nnx.Module, dict]:
         raise TypeError(f"give a shipped model name {NAMES} or a checkpoint path, got {name_or_path!r} "
                         f"({type(name_or_path).__name__})")
     file = path(name_or_path) if name_or_path in NAMES else pathlib.Path(name_or_path)
+    if not file.is_file():
+        raise FileNotFoundError(f"{str(name_or_path)!r} is neither a shipped model ({', '.join(NAMES)}) nor an "
+                                "existing checkpoint file")
     return load_model(file)
 
 

@@ -57,6 +57,9 @@ class TrainConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         check_positive("learning_rate", self.learning_rate)
+        if self.final_learning_rate > self.learning_rate:
+            raise ValueError(f"final_learning_rate={self.final_learning_rate} is above learning_rate="
+                             f"{self.learning_rate}: the cosine schedule decays from learning_rate to it")
         check_positive("clip_norm", self.clip_norm)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
@@ -208,7 +211,14 @@ def train(
     bar = tqdm(total=config.steps, initial=start_step, disable=not progress, unit="step", dynamic_ncols=True)
     tick, tick_step = time.perf_counter(), start_step
     for step in range(start_step, config.steps):
-        state, value = _step(state, rest, data, keys, loss=loss, graphdef=graphdef, config=config)
+        try:
+            state, value = _step(state, rest, data, keys, loss=loss, graphdef=graphdef, config=config)
+        except KeyError as error:  # raised while tracing the first step, by a loss that reads a missing key
+            if not error.args or error.args[0] in data:
+                raise
+            bar.close()
+            raise ValueError(f"the loss reads data[{error.args[0]!r}], which the data does not have (its keys: "
+                             f"{sorted(data)})") from None
         interval.append(value)
         done = step + 1
         if done % log_every == 0 or done == config.steps:

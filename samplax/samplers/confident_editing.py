@@ -103,6 +103,9 @@ def code(
     if clip_stds is not None:
         check_positive("clip_stds", clip_stds)
     sigma = schedule.sigma(level)
+    if step_size is not None and langevin_steps == 0:
+        raise ValueError("code(): step_size applies to the Langevin steps, and langevin_steps=0 takes none; drop "
+                         "step_size or give langevin_steps")
     if step_size is None:
         step_size = 0.1 * sigma**2
     check_real("step_size", step_size)

@@ -365,6 +365,10 @@ def classifier_free_guidance(model: Denoiser, condition: dict, unconditional: di
     if not isinstance(condition, dict) or not isinstance(unconditional, dict):
         raise TypeError(f"classifier_free_guidance(): condition and unconditional must be dicts of network keyword "
                         f"arguments ({{}} for none), got {type(condition).__name__} and {type(unconditional).__name__}")
+    if not condition and not unconditional:
+        raise ValueError("classifier_free_guidance(): condition and unconditional are both empty, so the two "
+                         "branches are the same network call and guidance would change nothing; give the network's "
+                         "condition (e.g. {'label': labels}) and its unconditional value")
     return dataclasses.replace(
         model, condition=dict(condition), unconditional=dict(unconditional), guidance_scale=scale,
         guidance=model.guidance if guidance is None else guidance,

@@ -51,6 +51,10 @@ def _check_mask(mask, image) -> jax.Array:
         values = np.asarray(mask)
         if not np.all((values == 0) | (values == 1)):
             raise ValueError("mask must hold 1 where the image is known and 0 where it is to be sampled")
+        if np.all(values == 1):
+            raise ValueError("mask keeps every pixel (all 1): there is nothing to inpaint")
+        if np.all(values == 0):
+            raise ValueError("mask keeps no pixel (all 0): that is sampling from scratch; use sample()")
     return mask.astype(image.dtype)
 
 

@@ -6,6 +6,7 @@ and check the model and the arrays, so that one mistake gives one message everyw
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -202,6 +203,12 @@ def check_batch(x, name: str, finite: bool = True) -> None:
         raise ValueError(f"{name} must have a leading batch axis, got shape {jnp.shape(x)}")
     if not jnp.issubdtype(jnp.result_type(x), jnp.floating):
         raise TypeError(f"{name} must be a floating-point array, got dtype {jnp.result_type(x)}")
+    if jnp.finfo(jnp.result_type(x)).bits < 32:
+        warnings.warn(f"{name} is {jnp.result_type(x)}: the solve runs in that precision (about "
+                      f"{jnp.finfo(jnp.result_type(x)).precision} significant digits, and 1 / alpha reaches about 150 "
+                      "near t_max on VP schedules), so its error can be of order 1e-2; give float32 for the solver's "
+                      "state and run only the network in lower precision (samplax.models.load_diffusers(dtype=))",
+                      stacklevel=3)
     if finite and not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
         raise ValueError(f"{name} contains NaN or inf values")
 

@@ -22,6 +22,7 @@ import dataclasses
 import diffrax
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from samplax.checks import check_fields
 from samplax.schedules import Schedule
@@ -39,6 +40,8 @@ def sample_keys(key, batch: int) -> jax.Array:
     """One typed key per sample from `key`: a single key (typed, or raw uint32 of shape
     (2,)), from which sample i's key is `fold_in(key, i)`, or an array of `batch`
     per-sample keys, used as they are."""
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"key must be a jax.random key (jax.random.key(seed)) or an array of them, got {key!r:.60}")
     if not _is_typed_key(key):
         if jnp.result_type(key) != jnp.uint32 or jnp.shape(key)[-1:] != (2,):
             raise TypeError(

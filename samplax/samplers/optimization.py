@@ -89,6 +89,13 @@ def _check_finite_record(name: str, values: jax.Array) -> None:
         )
 
 
+def _check_sample_options(sample_options: dict, workflow: str) -> None:
+    """Options of `sample` that the optimization would drop: it keeps only the samples."""
+    if sample_options.get("return_trajectory"):
+        raise ValueError(f"{workflow}(): return_trajectory does not apply: only the final samples are optimised and "
+                         "returned (sample() the result with return_trajectory=True to see its path)")
+
+
 def optimize_noise(
     model: Denoiser,
     solver,
@@ -116,6 +123,7 @@ def optimize_noise(
         (noise, NoiseOptimizationInfo).
     """
     solver = _differentiable_solver(solver, "optimize_noise")
+    _check_sample_options(sample_options, "optimize_noise")
     check_batch(noise, "noise")
     check_model(model, "optimize_noise", noise, "noise")
     check_callable_as("reward", reward, ("samples",))
@@ -197,6 +205,10 @@ def fine_tune(
         (the fine-tuned Denoiser, FineTuneInfo).
     """
     solver = _differentiable_solver(solver, "fine_tune")
+    if solver.stochastic:
+        raise ValueError(f"fine_tune() draws its noise from key= and passes the solver none: {solver!r} is "
+                         "stochastic; use a deterministic solver")
+    _check_sample_options(sample_options, "fine_tune")
     check_model(model, "fine_tune")
     check_callable_as("loss", loss, ("samples",))
     check_callable_as("trainable", trainable, ("path",))

@@ -76,6 +76,9 @@ def posterior_guidance(model: Denoiser, log_likelihood: Callable, scale=1.0, *,
         )
     check_callable_as("log_likelihood", log_likelihood, ("data_prediction", "alpha", "sigma"))
     check_real("scale", scale)
+    if not isinstance(scale, jax.core.Tracer) and np.any(np.asarray(scale) < 0):
+        raise ValueError(f"scale must be >= 0 (the weight of the log-likelihood's gradient; a negative one pushes "
+                         f"away from the observation), got {scale}")
     if model.posterior is not None:
         raise ValueError("posterior_guidance(): model already has posterior guidance; a second would replace it. "
                          "Guide by both likelihoods with one function that adds them")

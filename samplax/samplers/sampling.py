@@ -112,6 +112,32 @@ def check_coefficients(finite, solver, schedule, times):
     )
 
 
+def _check_denoise_to_zero(schedule, t_end, denoise_to_zero: bool) -> None:
+    """denoise_to_zero's last evaluation would return the state itself where sigma(t_end) = 0."""
+    sigma = schedule.sigma(t_end) if denoise_to_zero else None
+    if sigma is not None and not isinstance(sigma, jax.core.Tracer) and float(sigma) == 0.0:
+        raise ValueError(f"denoise_to_zero applies where the solve ends at noise (sigma > 0); it ends at t = "
+                         f"{float(t_end):g}, where sigma = 0 and the state is already data (it would cost an "
+                         "evaluation and change nothing)")
+
+
+def _check_guidance_interval(model, ends) -> None:
+    """A guidance rule limited to an interval of noise levels that the grid, from ends[0]
+    to ends[1], never reaches would silently not guide at all."""
+    if model.unconditional is None or model.guidance.interval is None:
+        return
+    levels = [model.schedule.sigma(t) / model.schedule.alpha(t) for t in ends]
+    if any(isinstance(level, jax.core.Tracer) for level in levels):  # a schedule traced under the caller's jit
+        return
+    levels = [float(level) for level in levels]
+    low, high = model.guidance.interval
+    if high < min(levels) or low > max(levels):
+        raise ValueError(
+            f"the guidance rule's interval {model.guidance.interval} of noise levels sigma / alpha lies outside the "
+            f"grid's, {min(levels):.4g} to {max(levels):.4g}: guidance would never act; widen the interval"
+        )
+
+
 @functools.partial(jax.jit, static_argnames=("solver",))
 def _run_adaptive(model, solver, x, t_start, t_end):
     return solver.solve(model.predict(solver.prediction), model.schedule, x, t_start, t_end)
@@ -256,6 +282,8 @@ def sample(
     adjoint.check_end(model.schedule, request.ends[1])
     if not any(isinstance(t, jax.core.Tracer) for t in request.ends):
         solver.check_end_points(model.schedule, *request.ends)
+        _check_guidance_interval(model, request.ends)
+        _check_denoise_to_zero(model.schedule, request.ends[1], denoise_to_zero)
     if solver.reversible:
         return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory, adjoint)
     if share_compilation:
@@ -276,6 +304,7 @@ def _sample_adaptive(model, solver, noise, t_start, t_end, denoise_to_zero):
     t_start, t_end = end_points(model.schedule, t_start, t_end)
     if not isinstance(t_start, jax.core.Tracer) and not isinstance(t_end, jax.core.Tracer):
         solver.check_end_points(model.schedule, t_start, t_end)
+    _check_denoise_to_zero(model.schedule, t_end, denoise_to_zero)
     x = model.schedule.sigma(t_start.astype(noise.dtype)).astype(noise.dtype) * noise
     result, nfe, reached = _run_adaptive(model, solver, x, t_start, t_end)
     _check_reached(reached, solver)

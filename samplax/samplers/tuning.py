@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -219,7 +220,7 @@ def tune_grid(
     patience: int | None = None,
     t_start=None,
     t_end=None,
-    denoise_to_zero: bool = True,
+    denoise_to_zero: bool | None = None,
     init=None,
     spacing=None,
     reference=None,
@@ -260,7 +261,8 @@ def tune_grid(
             loss of that run (None: run every iteration).
         t_start, t_end: fixed end points (default: the schedule's t_max and t_min).
         denoise_to_zero: fit the solver as it will run, with (True) or without the final
-            denoising step; pass the same value to `sample`.
+            denoising step; pass the same value to `sample`. Default: True where the grid
+            ends at noise (sigma(t_end) > 0), False where it ends at data (a flow to t = 0).
         init: the starting grid: a grid kind ("logsnr", "karras", ...) or an array, or a
             tuple of them, each fitted in turn (restarts against local minima). Default:
             the schedule's default grid ("logsnr", or "uniform" for rectified flow).
@@ -301,10 +303,12 @@ def tune_grid(
     check_count("validate_every", validate_every)
     if patience is not None:
         check_count("patience", patience)
-    check_flag("denoise_to_zero", denoise_to_zero)
     schedule = model.schedule
     dtype = jnp.result_type(float)
     t_start, t_end = end_points(schedule, t_start, t_end)
+    if denoise_to_zero is None:
+        denoise_to_zero = bool(schedule.sigma(t_end) > 0)
+    check_flag("denoise_to_zero", denoise_to_zero)
     spacing = _spacing(schedule, spacing, t_start, t_end)
     inits = _as_inits(schedule.default_grid if init is None else init)
     noise_key, batch_key = jax.random.split(key)
@@ -340,7 +344,9 @@ def tune_grid(
         squared_errors, loss, batch_size, samples - validation_samples if validation_samples else samples,
         learning_rate, iterations)
     starts = [_initial_logits(schedule, start, steps, t_start, t_end, spacing).astype(dtype) for start in inits]
-    check_plan(schedule, solver, grid_from_logits(schedule, starts[0], t_start, t_end, spacing), denoise_to_zero)
+    start_grid = grid_from_logits(schedule, starts[0], t_start, t_end, spacing)
+    check_plan(schedule, solver, start_grid, denoise_to_zero)
+    _check_differentiable_plan(schedule, solver, start_grid, denoise_to_zero)
     validate = lambda logits: _loss_from_squared_errors(loss, evaluate(logits, held_out))  # noqa: E731
     fit = _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training)
     logits = fit.pop("logits")
@@ -395,12 +401,30 @@ def _optimizer_steps(squared_errors, loss, batch_size, training_count, learning_
     return update, evaluate, optimizer.init
 
 
+def _check_differentiable_plan(schedule, solver, times, denoise_to_zero: bool) -> None:
+    """The fit follows the gradient of the solver's coefficients with respect to the grid,
+    which is not finite where an exponential integrator's lambda is infinite at an end
+    point (a flow from t = 1 or to t = 0), though the coefficients themselves may be."""
+    def coefficients(times):
+        leaves = jax.tree.leaves(solver.plan(schedule, times, denoise_to_zero))
+        return jnp.concatenate([jnp.ravel(leaf).astype(times.dtype) for leaf in leaves])
+
+    if not bool(jnp.all(jnp.isfinite(jax.jacfwd(coefficients)(times)))):
+        raise ValueError(
+            f"tune_grid: the derivative of {solver!r}'s coefficients with respect to the grid is not finite from "
+            f"t = {float(times[0]):g} to t = {float(times[-1]):g}, where lambda = log(alpha / sigma) is infinite at an "
+            "end point, so the grid cannot be fitted: use end points where lambda is finite (t_start < 1, "
+            "t_end > 0 on a flow) or a flow solver"
+        )
+
+
 def _fit(update, initial_state, validate, starts, iterations, validate_every, patience, batch_key, training):
     """Run the optimizer from each starting logits, validating every `validate_every` steps;
     returns the record of the run that reached the lowest validation loss and the logits
     that had it. A run stops early after `patience` validations without improving on its
-    own best, or when its training loss stops being finite."""
-    best = None
+    own best, or when its training loss stops being finite: if every run does, that is an
+    error; if some do, a warning."""
+    best, diverged = None, []
     for start, logits in enumerate(starts):
         state = initial_state(logits)
         losses, validation_losses, validation_iterations = [], [], []
@@ -421,6 +445,7 @@ def _fit(update, initial_state, validate, starts, iterations, validate_every, pa
             logits, state, value = update(logits, state, step_key, training)
             losses.append(value)
             if not bool(jnp.isfinite(value)):
+                diverged.append(f"start {start} at iteration {iteration + 1} ({float(value)})")
                 break
         if best is not None and best["start"] == start:
             best.update(losses=jnp.stack(losses) if losses else jnp.zeros((0,)),
@@ -428,6 +453,13 @@ def _fit(update, initial_state, validate, starts, iterations, validate_every, pa
                         validation_iterations=jnp.asarray(validation_iterations))
     if best is None:
         raise FloatingPointError("tune_grid: the validation loss is not finite; lower learning_rate")
+    if len(diverged) == len(starts):
+        raise FloatingPointError(f"tune_grid: the training loss stopped being finite in every run "
+                                 f"({', '.join(diverged)}); lower learning_rate")
+    if diverged:
+        warnings.warn(f"tune_grid: the training loss stopped being finite in {', '.join(diverged)}, which stopped "
+                      f"there (lower learning_rate); the grid returned is start {best['start']}'s at iteration "
+                      f"{best['iteration']}", stacklevel=3)
     best["validation_loss"] = jnp.asarray(best["validation_loss"])
     return best
 

@@ -164,8 +164,10 @@ class Restart(FixedGridSolver):
     def check_end_points(self, schedule: Schedule, t_start: float, t_end: float) -> None:
         """Each restart's low level must be on the grid's range of noise levels (it restarts
         where the grid reaches it), and its high level within the schedule's."""
-        lowest, highest = (float(_noise_level(schedule, jnp.asarray(t))) for t in (t_end, t_start))
-        top = float(_noise_level(schedule, jnp.asarray(schedule.t_max)))
+        levels = [_noise_level(schedule, jnp.asarray(t)) for t in (t_end, t_start, schedule.t_max)]
+        if any(isinstance(level, jax.core.Tracer) for level in levels):  # a schedule traced under the caller's jit
+            return
+        lowest, highest, top = (float(level) for level in levels)
         for interval in self.restarts:
             low, high = interval[:2]
             if not lowest <= low <= highest:

@@ -26,8 +26,8 @@ def time_grid(
     kind: str = "logsnr",
     t_start=None,
     t_end=None,
-    rho: float = 7.0,
-    shift: float = 3.0,
+    rho: float | None = None,
+    shift: float | None = None,
 ) -> jax.Array:
     """A decreasing grid of steps + 1 times from t_start (default t_max) to t_end (default
     t_min), both included.
@@ -35,17 +35,24 @@ def time_grid(
     Args:
         kind: "uniform" (in t), "logsnr" (uniform in lambda), "quadratic" (uniform in
             sqrt(t)), or "karras" (uniform in (sigma / alpha)^(1 / rho)).
-        rho: the exponent of the Karras grid (7 in the EDM paper).
+        rho: the exponent of the "karras" grid (default 7, the EDM paper's); refused for
+            other kinds, which it would not change.
         shift: the factor s of the "shifted" grid: uniform in u, then t = s u / (1 + (s - 1) u),
-            the time shift of SD3 (Esser et al. 2024) and FLUX for flows (3 in SD3).
+            the time shift of SD3 (Esser et al. 2024) and FLUX for flows (default 3, SD3's);
+            refused for other kinds.
     """
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule must be a samplax schedule object, got {schedule!r}")
     check_count("steps", steps)
     if kind not in GRIDS:
         raise ValueError(f"unknown grid {kind!r}; choose one of {GRIDS} or pass an array of times")
-    for name, value in (("rho", rho), ("shift", shift)):
-        check_positive(name, value)
+    for name, value, owner in (("rho", rho, "karras"), ("shift", shift, "shifted")):
+        if value is not None and kind != owner:
+            raise ValueError(f"{name}={value} applies to the {owner!r} grid only; grid {kind!r} would ignore it")
+        if value is not None:
+            check_positive(name, value)
+    rho = 7.0 if rho is None else rho
+    shift = 3.0 if shift is None else shift
     t_start = schedule.t_max if t_start is None else t_start
     t_end = schedule.t_min if t_end is None else t_end
     for name, value in (("t_start", t_start), ("t_end", t_end)):

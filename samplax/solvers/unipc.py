@@ -164,6 +164,9 @@ class UniC(FixedGridSolver):
     def __post_init__(self):
         super().__post_init__()
         predictor = self.predictor
+        if isinstance(predictor, str):
+            raise TypeError(f"predictor must be a solver object, such as samplax.solvers.get({predictor!r}), not its "
+                            "name")
         usable = isinstance(predictor, FixedGridSolver) and not isinstance(predictor, UniC) and predictor.multistep
         if not usable or predictor.stochastic or predictor.prediction not in EXPONENTIAL_PREDICTIONS:
             raise ValueError(
