@@ -1053,14 +1053,16 @@ def _classifier(**options):
     return networks.Classifier(**options, rngs=nnx.Rngs(0))
 
 
-def _scheduler_with_thresholding(tmp_path):
+def _pipeline_with(tmp_path, name, part, **changes):
+    """A copy of the DDPM fixture pipeline whose `part` config has `changes` (None deletes)."""
     import json
     import shutil
 
-    folder = tmp_path / "pipeline"
+    folder = tmp_path / name
     shutil.copytree(pathlib.Path(__file__).parent / "fixtures" / "diffusers" / "ddpm-pipeline", folder)
-    config_file = folder / "scheduler" / "scheduler_config.json"
-    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "thresholding": True}))
+    config_file = folder / part
+    config = {**json.loads(config_file.read_text()), **changes}
+    config_file.write_text(json.dumps({key: value for key, value in config.items() if value is not None}))
     return folder
 
 
@@ -1079,6 +1081,9 @@ NINTH_TRIAL_CASES = [
     ("UniC of a solver name", lambda: sx.solvers.UniC(predictor="dpm++2m"), TypeError, "solver object"),
     ("a Classifier of odd image size", lambda: _classifier(image_size=7), ValueError, "even"),
     ("a Classifier on larger images", lambda: _classifier()(jnp.zeros((1, 16, 16, 1))), ValueError, "(8, 8, 1)"),
+    ("a noise-predicting flow from t = 1",
+     lambda: sx.sample(MIXTURE.denoiser(sx.schedules.RectifiedFlow(), "noise"), "euler", NOISE, steps=3), ValueError,
+     "alpha = 0"),
     ("fine_tune with a stochastic solver",
      lambda: sx.fine_tune(MODEL, "ddpm", lambda s: jnp.mean(s**2), trainable=lambda path: True, shape=(3,), batch=2,
                           iterations=1, key=KEY, steps=3), ValueError, "stochastic"),
@@ -1107,6 +1112,12 @@ def test_ninth_trial_cases_with_files_and_data(tmp_path):
         _assert_clear(lambda loss=loss: training.train(_mlp(), loss, unlabelled, config, progress=False), ValueError,
                       "no labels")
     with pytest.warns(UserWarning, match="thresholding is an option of diffusers' own sampler"):
-        sx.models.load_diffusers(_scheduler_with_thresholding(tmp_path))
+        sx.models.load_diffusers(_pipeline_with(tmp_path, "thresholding", "scheduler/scheduler_config.json",
+                                                thresholding=True))
+    _assert_clear(lambda: sx.models.load_diffusers(_pipeline_with(tmp_path, "widths", "unet/config.json",
+                                                                  block_out_channels=None)),
+                  ValueError, "block_out_channels not in the config")
+    _assert_clear(lambda: sx.models.load_diffusers(_pipeline_with(tmp_path, "size", "unet/config.json", sample_size=0)),
+                  ValueError, "unet/config.json: sample_size must be a positive integer")
     with pytest.warns(UserWarning, match="singular"):
         metrics.frechet_distance(np.eye(5)[:2], np.eye(5)[2:4])

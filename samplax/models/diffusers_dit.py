@@ -63,6 +63,10 @@ class DiTConfig:
         check_options(self, DIT_OPTIONS, source)
         if self.num_embeds_ada_norm is None:
             raise ValueError(f"{source}: num_embeds_ada_norm is None; a DiT with adaLN-Zero needs its classes")
+        for name in ("sample_size", "patch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{source}: {name} must be a positive integer, got {value!r}")
         if self.sample_size % self.patch_size:
             raise ValueError(f"{source}: sample_size={self.sample_size} is not a multiple of "
                              f"patch_size={self.patch_size}")

@@ -66,7 +66,13 @@ def config_from_dict(config_class, config: dict, model: str, source: str):
         raise ValueError(f"{source}: unknown {model} config key(s) {unknown}; samplax reads {sorted(names)}")
     built = config_class(**{key: tuple(value) if isinstance(value, list) else value
                             for key, value in config.items() if key in names})
-    built.check(source)
+    try:
+        built.check(source)
+    except ValueError as error:
+        defaulted = [name for name in sorted(names) if name not in config and name in str(error)]
+        if defaulted:
+            raise ValueError(f"{error} ({', '.join(defaulted)} not in the config: diffusers' default taken)") from None
+        raise
     return built
 
 
@@ -121,6 +127,11 @@ class UNet2DConfig:
 
     def check(self, source: str = "config") -> None:
         check_options(self, UNET_OPTIONS, source)
+        size = self.sample_size
+        sizes = () if size is None else size if isinstance(size, tuple) else (size,)
+        if any(isinstance(size, bool) or not isinstance(size, int) or size < 1 for size in sizes):
+            raise ValueError(f"{source}: sample_size must be a positive integer or a pair of them, got "
+                             f"{self.sample_size!r}")
         for key, allowed in (("down_block_types", DOWN_BLOCKS), ("up_block_types", UP_BLOCKS)):
             for block in getattr(self, key):
                 if block not in allowed:

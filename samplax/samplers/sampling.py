@@ -121,6 +121,20 @@ def _check_denoise_to_zero(schedule, t_end, denoise_to_zero: bool) -> None:
                          "evaluation and change nothing)")
 
 
+def _check_prediction_at_start(model, t_start) -> None:
+    """A noise or score prediction says nothing of the data where alpha = 0 (a flow's
+    t = 1: the state is all noise), so no solver can start there from one."""
+    if model.prediction not in ("noise", "score"):
+        return
+    alpha = model.schedule.alpha(t_start)
+    if not isinstance(alpha, jax.core.Tracer) and float(alpha) == 0.0:
+        raise ValueError(
+            f"prediction={model.prediction!r} is undefined at t_start = {float(t_start):g}, where alpha = 0 "
+            f"({type(model.schedule).__name__}): the data prediction divides by alpha; start below it "
+            "(t_start < 1 on a flow), or use a network predicting 'velocity' or 'data'"
+        )
+
+
 def _check_guidance_interval(model, ends) -> None:
     """A guidance rule limited to an interval of noise levels that the grid, from ends[0]
     to ends[1], never reaches would silently not guide at all."""
@@ -284,6 +298,7 @@ def sample(
         solver.check_end_points(model.schedule, *request.ends)
         _check_guidance_interval(model, request.ends)
         _check_denoise_to_zero(model.schedule, request.ends[1], denoise_to_zero)
+        _check_prediction_at_start(model, request.ends[0])
     if solver.reversible:
         return _sample_reversible(model, solver, noise, request, denoise_to_zero, return_trajectory, adjoint)
     if share_compilation:
