@@ -78,9 +78,13 @@ def train(problem: str, weight: float, seed: int, steps: int):
     model = networks.build(
         "MLP", {"dimension": train_points.shape[1], "width": settings["width"], "depth": 3}, seed=seed
     )
-    penalty = {"fokker_planck_weight": weight, "fokker_planck_divergence": settings["divergence"],
-               "fokker_planck_samples": settings["penalty_samples"]} if weight > 0 else {}
-    loss = losses.denoising_loss(SCHEDULE, "noise", **penalty)
+    loss = losses.denoising_loss(
+        SCHEDULE,
+        "noise",
+        fokker_planck_weight=weight,
+        fokker_planck_divergence=settings["divergence"],
+        fokker_planck_samples=settings["penalty_samples"],
+    )
     config = training.TrainConfig(
         steps=steps, batch_size=settings["batch_size"], warmup_steps=min(100, steps // 10), ema_decay=0.995,
         seed=seed, checkpoint_every=0,
@@ -183,9 +187,8 @@ def step_cost(steps: int = 40) -> list[dict]:
         time_input = "discrete" if network == "UNet" else "continuous"
         costs = []
         for weight in (0.0, 1.0):
-            penalty = {"fokker_planck_weight": weight, "fokker_planck_divergence": divergence,
-                       "fokker_planck_samples": samples} if weight > 0 else {}
-            loss = losses.denoising_loss(schedule, "noise", time_input, **penalty)
+            loss = losses.denoising_loss(schedule, "noise", time_input, fokker_planck_weight=weight,
+                                         fokker_planck_divergence=divergence, fokker_planck_samples=samples)
             config = training.TrainConfig(steps=steps, batch_size=batch_size, warmup_steps=1, checkpoint_every=0)
             marks = []
             training.train(networks.build(network, arguments, seed=0), loss, {"x": points}, config, progress=False,

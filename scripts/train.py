@@ -147,11 +147,11 @@ def _train(args: argparse.Namespace, config, out: pathlib.Path, argv) -> int:
     model = networks.build(network, network_kwargs, seed=args.seed)
     if args.task == "diffusion":
         schedule = VPDiscrete.ddpm_linear()
-        penalty = {"fokker_planck_weight": args.fokker_planck_weight,
-                   "fokker_planck_divergence": args.fokker_planck_divergence,
-                   "fokker_planck_samples": args.fokker_planck_samples} if args.fokker_planck_weight > 0 else {}
-        loss = losses.denoising_loss(schedule, "noise", "discrete", label_dropout=args.label_dropout, null_label=10,
-                                     **penalty)
+        loss = losses.denoising_loss(
+            schedule, "noise", "discrete", label_dropout=args.label_dropout, null_label=10,
+            fokker_planck_weight=args.fokker_planck_weight, fokker_planck_divergence=args.fokker_planck_divergence,
+            fokker_planck_samples=args.fokker_planck_samples,
+        )
         spec = {"schedule": "ddpm", "prediction": "noise", "time_input": "discrete", "null_label": 10}
     elif args.task == "flow":
         loss = losses.flow_matching_loss(args.time_density, label_dropout=args.label_dropout, null_label=10)

@@ -136,9 +136,17 @@ def test_adaptive_solvers_that_stop_short_raise():
     assert np.all(np.isnan(samples))
 
 
+def _guided_pair(scale):
+    """A guided model of the batch of NOISE: the network shifted by a per-sample condition c
+    (1 conditional, 0 unconditional)."""
+    network = jax.tree_util.Partial(lambda x, t, c: MODEL.network(x, t) + 0.1 * c[:, None])
+    model = sx.Denoiser(network, SCHEDULE, condition={"c": jnp.ones(2)})
+    return model, sx.classifier_free_guidance(model, {"c": jnp.ones(2)}, {"c": jnp.zeros(2)}, scale)
+
+
 def test_non_finite_guidance_scale_is_named():
     for scale in (float("nan"), float("inf")):
-        guided = sx.classifier_free_guidance(MODEL, {}, {}, scale)
+        _, guided = _guided_pair(scale)
         _assert_clear(lambda guided=guided: sx.sample(guided, "dpm++2m", NOISE, steps=3), ValueError, "guidance_scale")
 
 
@@ -271,7 +279,7 @@ FRESH_TRIAL_CASES = [
     ("t_end an array", lambda: sx.sample(MODEL, "dpm++2m", NOISE, steps=3, t_end=jnp.array([0.01, 0.02])),
      ValueError, "t_end"),
     ("guidance scale a string",
-     lambda: sx.sample(sx.classifier_free_guidance(MODEL, {}, {}, "7"), "dpm++2m", NOISE, steps=3), TypeError,
+     lambda: sx.sample(_guided_pair("7")[1], "dpm++2m", NOISE, steps=3), TypeError,
      "guidance_scale"),
     ("denoise_to_zero a string", lambda: sx.sample(MODEL, "dpm++2m", NOISE, steps=3, denoise_to_zero="yes"),
      TypeError, "denoise_to_zero"),
@@ -447,7 +455,7 @@ THIRD_TRIAL_CASES = [
     ("network returning NaN", lambda: sx.sample(sx.Denoiser(lambda x, t: x * jnp.nan, SCHEDULE), "dpm++2m", NOISE,
                                                  steps=3), FloatingPointError, "network is at fault"),
     ("guidance scales of the wrong length",
-     lambda: sx.sample(sx.classifier_free_guidance(MODEL, {}, {}, jnp.ones(5)), "dpm++2m", NOISE, steps=3),
+     lambda: sx.sample(_guided_pair(jnp.ones(5))[1], "dpm++2m", NOISE, steps=3),
      ValueError, "guidance_scale"),
     ("misshapen x_hat",
      lambda: sx.reversible_sample(FLOW, sx.ReversibleState(NOISE, jnp.ones((2, 4))), steps=3), ValueError,
@@ -499,11 +507,12 @@ def test_unreadable_checkpoint_is_named_without_msgpack_internals(tmp_path):
 
 
 def test_per_sample_guidance_scales_that_broadcast_are_accepted():
-    guided = sx.classifier_free_guidance(MODEL, {}, {}, jnp.array([[1.0], [2.0]]))
+    conditional, guided = _guided_pair(jnp.array([[1.0], [2.0]]))
     samples, _ = sx.sample(guided, "dpm++2m", NOISE, steps=3)
-    plain, _ = sx.sample(MODEL, "dpm++2m", NOISE[:1], steps=3)
-    # No condition: guidance changes nothing, whatever the scale.
+    plain, _ = sx.sample(conditional, "dpm++2m", NOISE, steps=3)
+    # Scale 1 is the conditional model; scale 2 is guided away from it.
     np.testing.assert_allclose(samples[0], plain[0], rtol=1e-5)
+    assert float(jnp.max(jnp.abs(samples[1] - plain[1]))) > 1e-4
 
 
 def _toy_guided(scale):
@@ -1070,9 +1079,6 @@ def _pipeline_with(tmp_path, name, part, **changes):
 NINTH_TRIAL_CASES = [
     ("guidance with empty conditions", lambda: sx.classifier_free_guidance(MODEL, {}, {}, 3.0), ValueError,
      "both empty"),
-    ("a Fokker-Planck divergence with the penalty off",
-     lambda: losses.denoising_loss(SCHEDULE, fokker_planck_divergence="hutchinson"), ValueError,
-     "fokker_planck_weight"),
     ("a final learning rate above the learning rate",
      lambda: sx.models.training.TrainConfig(steps=2, batch_size=4, warmup_steps=0, learning_rate=1e-4,
                                             final_learning_rate=1.0), ValueError, "final_learning_rate"),

@@ -122,7 +122,7 @@ def denoising_loss(
     null_label: int | None = None,
     t_min: float | None = None,
     fokker_planck_weight: float = 0.0,
-    fokker_planck_divergence: str | None = None,
+    fokker_planck_divergence: str = "exact",
     fokker_planck_samples: int | None = None,
 ) -> Callable:
     """Denoising loss on any schedule (Ho et al. 2020; Song et al. 2021; Salimans & Ho 2022).
@@ -155,10 +155,6 @@ def denoising_loss(
     _check(label_dropout)
     if fokker_planck_weight < 0.0:
         raise ValueError(f"fokker_planck_weight must be >= 0, got {fokker_planck_weight}")
-    if fokker_planck_weight == 0.0 and (fokker_planck_divergence is not None or fokker_planck_samples is not None):
-        raise ValueError("fokker_planck_divergence and fokker_planck_samples configure the Fokker-Planck penalty, "
-                         "which is off (fokker_planck_weight=0): give fokker_planck_weight > 0 or drop them")
-    fokker_planck_divergence = fokker_planck_divergence or "exact"
     if fokker_planck_divergence not in DIVERGENCES:
         raise ValueError(f"fokker_planck_divergence must be one of {DIVERGENCES}, got {fokker_planck_divergence!r}")
     if fokker_planck_samples is not None and fokker_planck_samples < 1:
