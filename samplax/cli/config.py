@@ -420,16 +420,20 @@ def _check_grids(config: RunConfig, model: Model, solver) -> None:
             ) from None
 
 
+def _steppable(config: RunConfig, model: Model, solver) -> bool:
+    """Whether the solver can step every grid of the run `config` describes."""
+    try:
+        for _, times in _solved_grids(config, model, solver):
+            check_plan(model.schedule, solver, times)
+    except (ValueError, UsageError):
+        return False
+    return True
+
+
 def _remedy(config: RunConfig, model: Model, solver) -> str:
     """--t-end > 0 where that alone makes the grids steppable, else the flow solvers."""
-    if config.t_end in (None, 0.0):
-        moved = dataclasses.replace(config, t_end=1e-3)
-        try:
-            for _, times in _solved_grids(moved, model, solver):
-                check_plan(model.schedule, solver, times)
-            return "give --t-end > 0 (such as 1e-3), or choose a flow solver"
-        except (ValueError, UsageError):
-            pass
+    if config.t_end in (None, 0.0) and _steppable(dataclasses.replace(config, t_end=1e-3), model, solver):
+        return "give --t-end > 0 (such as 1e-3), or choose a flow solver"
     flow_solvers = [name for name in solvers.names() if solvers.get(name).prediction == "velocity"
                     and not any((solvers.get(name).adaptive, solvers.get(name).stochastic,
                                  solvers.get(name).reversible))]
