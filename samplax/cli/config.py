@@ -434,7 +434,7 @@ def _remedy(config: RunConfig, model: Model, solver) -> str:
     """--t-end > 0 where that alone makes the grids steppable, else the flow solvers."""
     if config.t_end in (None, 0.0) and _steppable(dataclasses.replace(config, t_end=1e-3), model, solver):
         return "give --t-end > 0 (such as 1e-3), or choose a flow solver"
-    flow_solvers = [name for name in solvers.names() if solvers.get(name).prediction == "velocity"
-                    and not any((solvers.get(name).adaptive, solvers.get(name).stochastic,
-                                 solvers.get(name).reversible))]
+    named = {name: solvers.get(name) for name in solvers.names()}
+    flow_solvers = [name for name, flow in named.items() if flow.prediction == "velocity"
+                    and not (flow.adaptive or flow.stochastic or flow.reversible)]
     return f"choose a flow solver ({', '.join(flow_solvers)})"

@@ -114,8 +114,10 @@ def check_coefficients(finite, solver, schedule, times):
 
 def _check_denoise_to_zero(schedule, t_end, denoise_to_zero: bool) -> None:
     """denoise_to_zero's last evaluation would return the state itself where sigma(t_end) = 0."""
-    sigma = schedule.sigma(t_end) if denoise_to_zero else None
-    if sigma is not None and not isinstance(sigma, jax.core.Tracer) and float(sigma) == 0.0:
+    if not denoise_to_zero:
+        return
+    sigma = schedule.sigma(t_end)
+    if not isinstance(sigma, jax.core.Tracer) and float(sigma) == 0.0:
         raise ValueError(f"denoise_to_zero applies where the solve ends at noise (sigma > 0); it ends at t = "
                          f"{float(t_end):g}, where sigma = 0 and the state is already data (it would cost an "
                          "evaluation and change nothing)")
